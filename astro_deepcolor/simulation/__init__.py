@@ -26,3 +26,24 @@ __all__ = [
     'halo_pairs',
     'simulate_image',
 ]
+from .recipes import (
+    Recipe,
+    cache_dir,
+    generate_dataset,
+    iter_recipe_images,
+    load_recipe,
+    read_simulation,
+    recipe_image,
+    write_simulation,
+)
+
+__all__ += [
+    'Recipe',
+    'cache_dir',
+    'generate_dataset',
+    'iter_recipe_images',
+    'load_recipe',
+    'read_simulation',
+    'recipe_image',
+    'write_simulation',
+]

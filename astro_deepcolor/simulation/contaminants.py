@@ -94,7 +94,8 @@ def _count(rng, name, area_mpix):
 
 def _draw_polyline(shape, xs, ys, width, amps):
     """Rasterise a dense polyline (points spaced < 0.5 px) with a Gaussian
-    cross-section by splatting points; returns a float image."""
+    cross-section by splatting points; returns a float image.
+    """
     ny, nx = shape
     img = np.zeros(shape)
     r = max(1, math.ceil(2.5 * width))
@@ -241,7 +242,8 @@ def persistence(rng, shape, sigma, count):
 
 def _smooth_field(rng, shape, scale, slope=3.0):
     """Gaussian random field with power spectrum ~k^-slope above ``scale``,
-    made at low resolution and upsampled (fast for big images)."""
+    made at low resolution and upsampled (fast for big images).
+    """
     f = max(1, int(scale // 8))
     small = (shape[0] // f + 2, shape[1] // f + 2)
     ky = np.fft.fftfreq(small[0])[:, None]

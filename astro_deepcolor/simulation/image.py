@@ -25,7 +25,7 @@ snr
     source, ``sqrt(sum p**2 / (rms**2 + p / gain))`` over its stamp.
 blended
     True when the source's own footprint (before composition) overlaps
-    another source's own footprint.
+    or touches (8-connectivity) pixels that belong to another source.
 """
 
 import math
@@ -183,7 +183,6 @@ class _Composer:
         self.noiseless = np.zeros(shape, np.float64)
         self.best = np.zeros(shape, np.float32)
         self.owner = np.zeros(shape, np.int32)   # source index + 1
-        self.cover = np.zeros(shape, np.uint8)   # how many own-footprints
         self.own = []                            # per source (slices, mask)
 
     def add(self, index, stamp, yc, xc):
@@ -203,7 +202,6 @@ class _Composer:
             win = fp & (st > best)
             best[win] = st[win]
             self.owner[ys, xs][win] = index + 1
-            self.cover[ys, xs] += fp
             self.own.append((ys, xs, fp))
         else:
             self.own.append(None)
@@ -347,10 +345,14 @@ def simulate_image(shape=(1024, 1024), *, regime='clean', seed=0, preset='decam'
     new_label[1:][has_fp] = np.arange(1, has_fp.sum() + 1, dtype=np.int32)
     segm = new_label[owner]
     blended = np.zeros(n_src, bool)
+    near = np.ones((3, 3), bool)
     for rank, own in enumerate(composer.own):
         if own is not None:
             ysl, xsl, fp = own
-            blended[rank] = bool((composer.cover[ysl, xsl][fp] > 1).any())
+            owners = owner[ysl, xsl]
+            touch = ndimage.binary_dilation(fp, structure=near)
+            blended[rank] = bool(np.any((owners[touch] > 0)
+                                        & (owners[touch] != rank + 1)))
 
     # Contaminant light (before photon noise) and flags.
     flags = np.zeros(shape, np.uint16)
@@ -445,9 +447,9 @@ def simulate_image(shape=(1024, 1024), *, regime='clean', seed=0, preset='decam'
     segmentation = SegmentationImage(segm) if segm.any() else SegmentationImage(
         np.zeros(shape, np.int32))
 
-    meta = dict(seed=seed, regime=regime, preset=preset.name, density=density,
-                fwhm=psf_fwhm, sky=sky_level, noise=sigma, depth=depth,
-                footprint_level=footprint_level, spike_angle=spike_angle)
+    meta = {'seed': seed, 'regime': regime, 'preset': preset.name, 'density': density,
+                'fwhm': psf_fwhm, 'sky': sky_level, 'noise': sigma, 'depth': depth,
+                'footprint_level': footprint_level, 'spike_angle': spike_angle}
     truth.meta.update(meta)
     return SimulatedImage(
         data=data.astype(np.float32),

@@ -31,8 +31,9 @@ _MORPH_P = (0.35, 0.28, 0.17, 0.08, 0.12)
 
 def _expected_number(counts, m_bright, m_faint, area_deg2):
     a = counts['alpha']
-    integral = (10 ** (a * (m_faint - counts['m0']))
-                - 10 ** (a * (m_bright - counts['m0']))) / (a * math.log(10))
+    integral = (10 ** (a * (m_faint - counts['m0'])) - 10 ** (a * (m_bright - counts['m0']))) / (
+        a * math.log(10)
+    )
     return counts['n0'] * integral * area_deg2
 
 
@@ -114,27 +115,63 @@ def _components(rng, morph, re):
     pa = rng.uniform(0, math.pi)
     if morph == 'sersic':
         n = float(np.exp(rng.uniform(math.log(0.5), math.log(6.0))))
-        return [dict(kind='sersic', frac=1.0, n=n, re=re, q=rng.uniform(0.25, 1.0), pa=pa)]
+        return [
+            {'kind': 'sersic', 'frac': 1.0, 'n': n, 're': re, 'q': rng.uniform(0.25, 1.0), 'pa': pa}
+        ]
     if morph == 'bulge_disk':
         bt = rng.uniform(0.05, 0.8)
         q = _inclined_q(rng)
-        return [dict(kind='sersic', frac=1 - bt, n=1.0, re=re, q=q, pa=pa),
-                dict(kind='sersic', frac=bt, n=4.0, re=re * rng.uniform(0.2, 0.6),
-                     q=min(1.0, q + rng.uniform(0.2, 0.6)), pa=pa)]
+        return [
+            {'kind': 'sersic', 'frac': 1 - bt, 'n': 1.0, 're': re, 'q': q, 'pa': pa},
+            {
+                'kind': 'sersic',
+                'frac': bt,
+                'n': 4.0,
+                're': re * rng.uniform(0.2, 0.6),
+                'q': min(1.0, q + rng.uniform(0.2, 0.6)),
+                'pa': pa,
+            },
+        ]
     if morph == 'disk':
-        return [dict(kind='sersic', frac=1.0, n=1.0, re=re, q=_inclined_q(rng), pa=pa)]
+        return [
+            {'kind': 'sersic', 'frac': 1.0, 'n': 1.0, 're': re, 'q': _inclined_q(rng), 'pa': pa}
+        ]
     if morph == 'edge_on':
-        return [dict(kind='sersic', frac=0.9, n=1.0, re=re, q=rng.uniform(0.06, 0.18), pa=pa),
-                dict(kind='sersic', frac=0.1, n=2.0, re=re * 0.25, q=0.6, pa=pa)]
+        return [
+            {
+                'kind': 'sersic',
+                'frac': 0.9,
+                'n': 1.0,
+                're': re,
+                'q': rng.uniform(0.06, 0.18),
+                'pa': pa,
+            },
+            {'kind': 'sersic', 'frac': 0.1, 'n': 2.0, 're': re * 0.25, 'q': 0.6, 'pa': pa},
+        ]
     # irregular/clumpy: a low-concentration disk plus star-forming clumps
     n_clumps = int(rng.integers(2, 8))
     frac_clumps = rng.uniform(0.2, 0.6)
-    comps = [dict(kind='sersic', frac=1 - frac_clumps, n=rng.uniform(0.5, 1.0), re=re,
-                  q=rng.uniform(0.3, 1.0), pa=pa)]
+    comps = [
+        {
+            'kind': 'sersic',
+            'frac': 1 - frac_clumps,
+            'n': rng.uniform(0.5, 1.0),
+            're': re,
+            'q': rng.uniform(0.3, 1.0),
+            'pa': pa,
+        }
+    ]
     w = rng.dirichlet(np.ones(n_clumps)) * frac_clumps
     for wi in w:
         r = re * math.sqrt(rng.random()) * 1.5
         t = rng.uniform(0, 2 * math.pi)
-        comps.append(dict(kind='gauss', frac=float(wi), sigma=max(0.3, re * rng.uniform(0.08, 0.25)),
-                          x0=r * math.cos(t), y0=r * math.sin(t)))
+        comps.append(
+            {
+                'kind': 'gauss',
+                'frac': float(wi),
+                'sigma': max(0.3, re * rng.uniform(0.08, 0.25)),
+                'x0': r * math.cos(t),
+                'y0': r * math.sin(t),
+            }
+        )
     return comps
