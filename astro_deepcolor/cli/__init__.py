@@ -23,6 +23,7 @@ SUBCOMMANDS = {
     'train': ('train', 'train a deep-coloring network (needs torch)'),
     'export-onnx': ('export', 'export a trained checkpoint to ONNX'),
     'benchmark': ('benchmark', 'completeness/contamination benchmark'),
+    'demo': ('demo', 'detect on a built-in example and compare with truth'),
 }
 
 # Exceptions that are the user's input problem: print one line, exit 2.
