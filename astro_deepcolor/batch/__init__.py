@@ -1,0 +1,55 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""
+Survey-scale detection: many FITS files, many HDUs, huge mosaics, on Dask.
+
+* `BatchDetector` / `detect_batch`: every image HDU of many files (paths,
+  directories, globs, list files) on a local or remote Dask cluster, with
+  per-image catalogues, a merged catalogue, a resumable
+  `Manifest` and atomic outputs.
+* `detect_mosaic`: one image too large for memory, as a dask array,
+  detected chunk by chunk with the labels stitched exactly across chunks.
+* `run_cli`: the ``astro-deepcolor detect INPUT... --out DIR`` mode.
+"""
+
+from .cli import run_cli
+from .inputs import (
+    FITS_SUFFIXES,
+    ImageHDU,
+    expand_inputs,
+    output_stems,
+    read_image_hdu,
+    scan_image_hdus,
+)
+from .manifest import FILE_ROW, STATUSES, Manifest
+from .mosaic import detect_mosaic, stitch_labels
+from .runner import (
+    BatchDetector,
+    BatchResult,
+    DetectSettings,
+    detect_batch,
+    get_finder,
+    make_client,
+    write_merged_catalog,
+)
+
+__all__ = [
+    'FILE_ROW',
+    'FITS_SUFFIXES',
+    'STATUSES',
+    'BatchDetector',
+    'BatchResult',
+    'DetectSettings',
+    'ImageHDU',
+    'Manifest',
+    'detect_batch',
+    'detect_mosaic',
+    'expand_inputs',
+    'get_finder',
+    'make_client',
+    'output_stems',
+    'read_image_hdu',
+    'run_cli',
+    'scan_image_hdus',
+    'stitch_labels',
+    'write_merged_catalog',
+]
