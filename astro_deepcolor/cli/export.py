@@ -1,0 +1,57 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""
+``astro-deepcolor export-onnx``: export a training checkpoint to ONNX.
+
+Example::
+
+    astro-deepcolor export-onnx cache/train_default/best.pt model.onnx
+    astro-deepcolor export-onnx best.pt model_sx.onnx --sourcextractor
+"""
+
+__all__ = ['add_parser', 'run']
+
+
+def add_parser(parser):
+    """
+    Declare the arguments of the ``export-onnx`` subcommand.
+
+    Parameters
+    ----------
+    parser : `argparse.ArgumentParser`
+        The subcommand parser.
+    """
+    parser.add_argument('checkpoint', help='training checkpoint (.pt)')
+    parser.add_argument('output', help='ONNX file to write')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace an existing output file')
+    parser.add_argument('--sourcextractor', action='store_true',
+                        help='write the SourceXtractor++ form (NHWC, '
+                             'colour planes only)')
+    parser.add_argument('--atol', type=float, default=1e-4,
+                        help='tolerance of the onnxruntime/torch parity check')
+
+
+def run(args):
+    """
+    Run the ``export-onnx`` subcommand.
+
+    Parameters
+    ----------
+    args : `argparse.Namespace`
+        Parsed arguments.
+
+    Returns
+    -------
+    status : int
+        0 on success.
+    """
+    try:
+        from astro_deepcolor.model.export import export_onnx
+    except ImportError as exc:
+        msg = f'export needs PyTorch and onnx (pip install astro-deepcolor[train]): {exc}'
+        raise ValueError(msg) from None
+    form = 'sourcextractor' if args.sourcextractor else 'astro_deepcolor'
+    path = export_onnx(args.checkpoint, args.output, form=form,
+                       overwrite=args.overwrite, atol=args.atol)
+    print(f'wrote {path} ({form} form)')
+    return 0

@@ -1,0 +1,334 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""
+Image preprocessing shared by training and inference (NumPy/SciPy only).
+
+The network never sees raw ADU. Every image goes through the same two
+steps, exactly as in Paillassa, Bertin & Bouy (MaxiMask):
+
+1. `estimate_background`: a SExtractor-like mesh estimate of the sky
+   level and of the noise rms (clipped-mode estimator on a grid of
+   meshes, 3x3 median filter of the mesh values, natural bicubic spline
+   interpolation back to full resolution);
+2. `normalize`: ``(data - background) / rms`` as float32, with masked and
+   non-finite pixels set to 0.
+
+The dynamic-range compression (``asinh``) is not done here: it is the first
+operation inside the network graph, so that a model file is self-contained.
+
+Speed
+-----
+The mesh statistics are computed for all meshes at once. The pixels of
+each mesh (optionally a regular sub-grid of them, ``subsample``) are sorted
+once along the mesh axis; kappa-sigma clipping then only moves two indices
+per mesh (the clipped set is always a contiguous run of the sorted values),
+and the clipped mean and standard deviation come from cumulative sums in
+O(1) per mesh and iteration. The spline interpolation is separable and
+linear in the mesh values, so it is two small matrix products. A 4k x 4k
+image takes a fraction of a second on one core (see
+``benchmarks/bench_preprocessing.py``).
+"""
+
+import numpy as np
+
+from astro_deepcolor.utils._parameters import check_positive_int
+
+__all__ = ['estimate_background', 'normalize']
+
+# Clipping parameters of SExtractor's background estimator.
+_KAPPA = 3.0
+_MAX_ITERS = 10
+# Mode = 2.5 median - 1.5 mean unless the clipped histogram is very skewed
+# (crowded mesh), where SExtractor falls back to the median.
+_SKEW_LIMIT = 0.3
+
+
+def _as_image(data):
+    data = np.asanyarray(data)
+    if data.ndim != 2:
+        msg = f'data must be a 2D array, got an array of shape {data.shape!r}'
+        raise ValueError(msg)
+    if data.size == 0:
+        msg = f'data must not be empty, got shape {data.shape!r}'
+        raise ValueError(msg)
+    return data
+
+
+def _check_mask(mask, shape):
+    if mask is None:
+        return None
+    mask = np.asanyarray(mask)
+    if mask.shape != shape:
+        msg = (f'mask must have the same shape as data {shape!r}, '
+               f'got {mask.shape!r}')
+        raise ValueError(msg)
+    return mask.astype(bool, copy=False)
+
+
+def _choose_step(box_size, subsample):
+    """Sub-grid step so that each mesh keeps >= ~1000 samples."""
+    if subsample == 'auto':
+        step = 1
+        while (box_size // (2 * step)) ** 2 >= 1000 and box_size % (2 * step) == 0:
+            step *= 2
+        return step
+    step = check_positive_int(subsample, 'subsample')
+    if box_size % step:
+        msg = (f'subsample must divide box_size ({box_size}), got {subsample!r}')
+        raise ValueError(msg)
+    return step
+
+
+def _mesh_samples(data, mask, box_size, step):
+    """
+    Return an array (n_meshes_y, n_meshes_x, n_samples) of float32 samples.
+
+    Masked and non-finite pixels are NaN; the partial meshes at the top and
+    right edges are padded with NaN.
+    """
+    sub = np.asarray(data[::step, ::step], dtype=np.float32)
+    if mask is not None:
+        if np.may_share_memory(sub, data):
+            sub = sub.copy()
+        sub[mask[::step, ::step]] = np.nan
+    b = box_size // step
+    ny, nx = sub.shape
+    nby, nbx = -(-ny // b), -(-nx // b)
+    if (nby * b, nbx * b) != (ny, nx):
+        padded = np.full((nby * b, nbx * b), np.nan, dtype=np.float32)
+        padded[:ny, :nx] = sub
+        sub = padded
+    # (nby, b, nbx, b) -> (nby, nbx, b*b): one row of samples per mesh.
+    return sub.reshape(nby, b, nbx, b).transpose(0, 2, 1, 3).reshape(
+        nby, nbx, b * b)
+
+
+def _row_searchsorted(srt, n_valid, values, side):
+    """Vectorised per-row `numpy.searchsorted` on the valid part of rows."""
+    rows = np.arange(srt.shape[0])
+    lo = np.zeros(srt.shape[0], dtype=np.int64)
+    hi = n_valid.astype(np.int64)
+    # Binary search, all rows at once: ~log2(n) gathers of one value per row.
+    for _ in range(int(np.ceil(np.log2(srt.shape[1] + 1))) + 1):
+        active = lo < hi
+        if not active.any():
+            break
+        mid = (lo + hi) // 2
+        v = srt[rows, np.minimum(mid, srt.shape[1] - 1)]
+        go_right = (v < values) if side == 'left' else (v <= values)
+        go_right &= active
+        lo = np.where(go_right, mid + 1, lo)
+        hi = np.where(active & ~go_right, mid, hi)
+    return lo
+
+
+def _clipped_stats(samples, min_fraction):
+    """
+    Clipped mode and standard deviation of each row of ``samples``.
+
+    Returns ``(mode, sigma, good)`` where ``good`` is False for rows with
+    too few valid samples.
+    """
+    nrow, n = samples.shape
+    srt = np.sort(samples, axis=1)  # NaNs sort to the end
+    n_valid = np.count_nonzero(np.isfinite(srt), axis=1)
+    good = n_valid >= max(3, min_fraction * n)
+    rows = np.arange(nrow)
+    # Offset each row by a robust centre before the float64 cumulative sums
+    # (avoids cancellation in sum(x**2) - n mean**2 for large sky levels).
+    centre = srt[rows, np.maximum(n_valid - 1, 0) // 2].astype(np.float64)
+    centre[~good] = 0.0
+    x = srt.astype(np.float64) - centre[:, None]
+    x[~np.isfinite(x)] = 0.0
+    c1 = np.zeros((nrow, n + 1))
+    c2 = np.zeros((nrow, n + 1))
+    np.cumsum(x, axis=1, out=c1[:, 1:])
+    np.cumsum(x * x, axis=1, out=c2[:, 1:])
+
+    lo = np.zeros(nrow, dtype=np.int64)
+    hi = n_valid.astype(np.int64)
+    for _ in range(_MAX_ITERS):
+        cnt = np.maximum(hi - lo, 1)
+        mean = (c1[rows, hi] - c1[rows, lo]) / cnt
+        var = (c2[rows, hi] - c2[rows, lo]) / cnt - mean * mean
+        sigma = np.sqrt(np.maximum(var, 0.0))
+        med = x[rows, np.clip((lo + hi - 1) // 2, 0, n - 1)]
+        new_lo = _row_searchsorted(x, n_valid, med - _KAPPA * sigma, 'left')
+        new_hi = _row_searchsorted(x, n_valid, med + _KAPPA * sigma, 'right')
+        # Never clip away everything (e.g. constant meshes with sigma = 0).
+        keep = (new_hi - new_lo) >= 3
+        new_lo = np.where(keep, new_lo, lo)
+        new_hi = np.where(keep, new_hi, hi)
+        converged = np.array_equal(new_lo, lo) and np.array_equal(new_hi, hi)
+        lo, hi = new_lo, new_hi
+        if converged:
+            break
+    cnt = np.maximum(hi - lo, 1)
+    mean = (c1[rows, hi] - c1[rows, lo]) / cnt
+    var = (c2[rows, hi] - c2[rows, lo]) / cnt - mean * mean
+    sigma = np.sqrt(np.maximum(var, 0.0))
+    mid = lo + (hi - lo) // 2
+    med = np.where((hi - lo) % 2 == 1,
+                   x[rows, np.clip(mid, 0, n - 1)],
+                   0.5 * (x[rows, np.clip(mid - 1, 0, n - 1)]
+                          + x[rows, np.clip(mid, 0, n - 1)]))
+    skewed = np.abs(mean - med) >= _SKEW_LIMIT * np.maximum(sigma, 1e-30)
+    mode = np.where(skewed, med, 2.5 * med - 1.5 * mean)
+    return mode + centre, sigma, good
+
+
+def _fill_bad_meshes(values, good):
+    """Replace bad meshes by the value of the nearest good mesh."""
+    if good.all():
+        return values
+    from scipy.ndimage import distance_transform_edt
+
+    _, (iy, ix) = distance_transform_edt(~good, return_indices=True)
+    return values[iy, ix]
+
+
+def _spline_weights(n_pixels, box_size, n_meshes):
+    """
+    Matrix (n_pixels, n_meshes) of natural cubic spline weights.
+
+    Row ``i`` gives the weights of the mesh values that interpolate pixel
+    ``i``; nodes sit at the centres of the (possibly partial) meshes.
+    Outside the first and last centres the end polynomials are used, as in
+    SExtractor.
+    """
+    starts = np.arange(n_meshes) * box_size
+    ends = np.minimum(starts + box_size, n_pixels)
+    centres = 0.5 * (starts + ends - 1)
+    pix = np.arange(n_pixels, dtype=np.float64)
+    if n_meshes == 1:
+        return np.ones((n_pixels, 1), dtype=np.float32)
+    if n_meshes == 2:
+        w1 = (pix - centres[0]) / (centres[1] - centres[0])
+        return np.stack([1 - w1, w1], axis=1).astype(np.float32)
+    from scipy.interpolate import CubicSpline
+
+    spline = CubicSpline(centres, np.eye(n_meshes), bc_type='natural',
+                         extrapolate=True)
+    return spline(pix).astype(np.float32)
+
+
+def estimate_background(data, mask=None, *, box_size=64, filter_size=3,
+                        subsample='auto', min_fraction=0.5):
+    """
+    Estimate the sky background and noise rms maps, SExtractor style.
+
+    The image is divided into meshes of ``box_size`` pixels. In each mesh
+    the valid pixels are kappa-sigma clipped (3 sigma around the median,
+    iterated to convergence) and the sky is the clipped mode
+    ``2.5 * median - 1.5 * mean`` (the median where the clipped
+    distribution is strongly skewed, i.e. crowded); the noise is the
+    clipped standard deviation. Meshes with too few valid pixels take the
+    value of the nearest good mesh. Both mesh maps are median filtered
+    (``filter_size`` x ``filter_size`` meshes) and interpolated to full
+    resolution with a natural bicubic spline through the mesh centres.
+
+    Parameters
+    ----------
+    data : 2D `~numpy.ndarray`
+        The image (any real dtype; NaN and inf are treated as masked).
+    mask : 2D bool `~numpy.ndarray`, optional
+        True where pixels must be ignored in the statistics.
+    box_size : int, optional
+        Mesh size in pixels.
+    filter_size : int, optional
+        Size of the median filter applied to the mesh maps (1: none).
+    subsample : int or 'auto', optional
+        Use every ``subsample``-th pixel along each axis for the mesh
+        statistics (must divide ``box_size``). 'auto' keeps at least about
+        1000 samples per mesh, which is statistically plenty and 4-16 times
+        faster than using every pixel.
+    min_fraction : float, optional
+        A mesh is bad (filled from its neighbours) when less than this
+        fraction of its samples is valid.
+
+    Returns
+    -------
+    background, rms : 2D `~numpy.ndarray` of float32
+        The sky level and the noise standard deviation, same shape as
+        ``data``.
+
+    Raises
+    ------
+    ValueError
+        If the inputs are not 2D, shapes disagree, parameters are invalid
+        or no pixel at all is valid.
+    """
+    data = _as_image(data)
+    mask = _check_mask(mask, data.shape)
+    box_size = check_positive_int(box_size, 'box_size', minimum=4)
+    filter_size = check_positive_int(filter_size, 'filter_size')
+    if filter_size % 2 == 0:
+        msg = f'filter_size must be odd, got {filter_size!r}'
+        raise ValueError(msg)
+    if not 0 < min_fraction <= 1:
+        msg = f'min_fraction must be in (0, 1], got {min_fraction!r}'
+        raise ValueError(msg)
+    step = _choose_step(box_size, subsample)
+
+    samples = _mesh_samples(data, mask, box_size, step)
+    nby, nbx, n = samples.shape
+    mode, sigma, good = _clipped_stats(samples.reshape(nby * nbx, n),
+                                       min_fraction)
+    good = good.reshape(nby, nbx)
+    if not good.any():
+        msg = 'no mesh has enough valid (unmasked, finite) pixels'
+        raise ValueError(msg)
+    mode = _fill_bad_meshes(mode.reshape(nby, nbx), good)
+    sigma = _fill_bad_meshes(sigma.reshape(nby, nbx), good)
+    if filter_size > 1 and (nby > 1 or nbx > 1):
+        from scipy.ndimage import median_filter
+
+        mode = median_filter(mode, size=filter_size, mode='nearest')
+        sigma = median_filter(sigma, size=filter_size, mode='nearest')
+
+    ny, nx = data.shape
+    wy = _spline_weights(ny, box_size, nby)
+    wx = _spline_weights(nx, box_size, nbx)
+    meshes = np.stack([mode, sigma]).astype(np.float32)
+    # Separable interpolation: (ny, nby) @ (nby, nbx) @ (nbx, nx).
+    tmp = np.matmul(wy, meshes)  # (2, ny, nbx)
+    background = tmp[0] @ wx.T
+    rms = tmp[1] @ wx.T
+    np.maximum(rms, np.float32(0), out=rms)
+    return background, rms
+
+
+def normalize(data, background, rms, mask=None):
+    """
+    Return ``(data - background) / rms`` as float32, the network input.
+
+    Masked pixels, non-finite pixels and pixels with a non-positive or
+    non-finite rms are set to 0 (the sky level in these units).
+
+    Parameters
+    ----------
+    data : 2D `~numpy.ndarray`
+        The image.
+    background, rms : 2D `~numpy.ndarray` or float
+        Sky level and noise standard deviation (e.g. from
+        `estimate_background`), broadcastable to ``data``.
+    mask : 2D bool `~numpy.ndarray`, optional
+        True where pixels are to be ignored.
+
+    Returns
+    -------
+    image : 2D `~numpy.ndarray` of float32
+        The normalised image.
+    """
+    data = _as_image(data)
+    mask = _check_mask(mask, data.shape)
+    background = np.asarray(background, dtype=np.float32)
+    rms = np.asarray(rms, dtype=np.float32)
+    with np.errstate(divide='ignore', invalid='ignore'):
+        out = np.subtract(data, background, dtype=np.float32)
+        out /= rms
+    bad = ~np.isfinite(out)
+    bad |= ~(rms > 0)
+    if mask is not None:
+        bad |= mask
+    out[bad] = 0.0
+    return out

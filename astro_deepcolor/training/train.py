@@ -1,0 +1,414 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""
+Training loop of the deep-coloring U-Net.
+
+``train(model_config, train_config)`` streams simulated crops
+(`astro_deepcolor.training.data.CropStream`, DataLoader worker processes),
+optimises `~astro_deepcolor.training.loss.DeepColoringLoss` with Adam
+(linear warm-up, cosine decay), runs in mixed precision on CUDA (bf16
+where supported, else fp16 with gradient scaling), logs the loss and the
+validation completeness/contamination, and writes checkpoints
+(``last.pt`` every ``checkpoint_every`` steps and at each validation,
+``best.pt`` when the validation score improves). A checkpoint holds the
+model weights, optimizer and scheduler states, step, RNG states, the model
+configuration and the training configuration, so ``resume=True`` continues
+exactly where it stopped (the data stream is indexed by step).
+
+Configuration files are YAML with a ``model`` section
+(`~astro_deepcolor.model.ModelConfig` fields) and a ``train`` section
+(`TrainConfig` fields); see ``configs/default.yaml``.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from astro_deepcolor.model.config import ModelConfig
+from astro_deepcolor.model.unet import UNet
+from astro_deepcolor.training.data import CropStream, batches
+from astro_deepcolor.training.loss import DeepColoringLoss
+from astro_deepcolor.training.validation import ValidationSet
+
+__all__ = ['TrainConfig', 'load_config', 'train']
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """
+    Settings of a training run.
+
+    Parameters
+    ----------
+    out_dir : str
+        Directory of checkpoints (``last.pt``, ``best.pt``) and of
+        ``history.json``.
+    log_file : str or None
+        Text log (default ``out_dir/train.log``).
+    steps : int
+        Total optimisation steps (the learning-rate schedule length).
+    batch_size : int
+        Crops per step.
+    crop : int
+        Crop side in pixels (multiple of ``2**depth``).
+    crops_per_image : int
+        Crops cut from each simulated image.
+    recipes : dict
+        Recipe name to sampling weight (train split).
+    lr : float
+        Peak Adam learning rate.
+    weight_decay : float
+        AdamW weight decay.
+    warmup_steps : int
+        Linear warm-up length.
+    min_lr_fraction : float
+        Final learning rate as a fraction of ``lr`` (cosine decay).
+    fg_weight : float
+        Footprint-term weight of the loss.
+    min_snr : float
+        Sources below this true S/N are ignored by the loss.
+    seed : int
+        Seed of the weights and of the data stream.
+    num_workers : int
+        DataLoader worker processes.
+    threads : int
+        torch intra-op threads (CPU).
+    log_every, checkpoint_every, val_every : int
+        Intervals in steps.
+    val_images : int
+        Validation images per recipe (validation split, fixed seeds).
+    export_onnx : str or None
+        If set, the best model is exported to this ONNX path at each
+        improvement.
+    device : str
+        'auto' (CUDA when available), 'cpu' or 'cuda'.
+    amp : bool
+        Mixed precision on CUDA.
+    """
+
+    out_dir: str = 'cache/train'
+    log_file: str | None = None
+    steps: int = 20000
+    batch_size: int = 8
+    crop: int = 128
+    crops_per_image: int = 4
+    recipes: dict = dataclasses.field(
+        default_factory=lambda: {'clean': 0.5, 'contaminated': 0.5})
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    warmup_steps: int = 200
+    min_lr_fraction: float = 0.05
+    fg_weight: float = 0.5
+    min_snr: float = 2.0
+    seed: int = 0
+    num_workers: int = 1
+    threads: int = 1
+    log_every: int = 20
+    checkpoint_every: int = 100
+    val_every: int = 500
+    val_images: int = 4
+    export_onnx: str | None = None
+    device: str = 'auto'
+    amp: bool = True
+
+    def __post_init__(self):
+        for name in ('steps', 'batch_size', 'crop', 'crops_per_image',
+                     'threads', 'log_every', 'checkpoint_every', 'val_every'):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                msg = f'{name} must be a positive integer, got {v!r}'
+                raise ValueError(msg)
+        for name in ('num_workers', 'warmup_steps', 'val_images', 'seed'):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                msg = f'{name} must be a non-negative integer, got {v!r}'
+                raise ValueError(msg)
+        if self.batch_size % self.crops_per_image:
+            msg = (f'batch_size ({self.batch_size}) must be a multiple of '
+                   f'crops_per_image ({self.crops_per_image})')
+            raise ValueError(msg)
+        if not self.lr > 0:
+            msg = f'lr must be > 0, got {self.lr!r}'
+            raise ValueError(msg)
+        if not 0 < self.fg_weight < 1:
+            msg = f'fg_weight must be in (0, 1), got {self.fg_weight!r}'
+            raise ValueError(msg)
+        if self.device not in ('auto', 'cpu', 'cuda'):
+            msg = f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}"
+            raise ValueError(msg)
+
+
+def load_config(path, **overrides):
+    """
+    Read a training YAML file.
+
+    Parameters
+    ----------
+    path : str or `~pathlib.Path`
+        YAML with ``model`` and ``train`` sections.
+    **overrides
+        `TrainConfig` fields to override (None values are ignored).
+
+    Returns
+    -------
+    model_config : `~astro_deepcolor.model.ModelConfig`
+        The architecture and method settings.
+    train_config : `TrainConfig`
+        The run settings.
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        msg = f'training configuration {str(path)!r} does not exist'
+        raise FileNotFoundError(msg)
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        msg = f'training configuration {str(path)!r} is not valid YAML: {exc}'
+        raise ValueError(msg) from None
+    unknown = sorted(set(doc) - {'model', 'train'})
+    if unknown:
+        msg = f'unknown sections in {str(path)!r}: {unknown}'
+        raise ValueError(msg)
+    model = ModelConfig.from_dict(dict(doc.get('model') or {}))
+    tdict = dict(doc.get('train') or {})
+    tdict.update({k: v for k, v in overrides.items() if v is not None})
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(tdict) - names)
+    if unknown:
+        msg = f'unknown train keys in {str(path)!r}: {unknown}'
+        raise ValueError(msg)
+    return model, TrainConfig(**tdict)
+
+
+class _Logger:
+    def __init__(self, path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, message):
+        line = f'{time.strftime("%Y-%m-%d %H:%M:%S")} {message}'
+        with self.path.open('a') as fh:
+            fh.write(line + '\n')
+
+
+def _lr_lambda(tc):
+    def f(step):
+        if step < tc.warmup_steps:
+            return (step + 1) / tc.warmup_steps
+        frac = min(1.0, (step - tc.warmup_steps) / max(1, tc.steps - tc.warmup_steps))
+        return tc.min_lr_fraction + (1 - tc.min_lr_fraction) * 0.5 * (
+            1 + math.cos(math.pi * frac))
+    return f
+
+
+def _save(path, state):
+    tmp = path.with_name(f'.{path.name}.tmp')
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _device(tc):
+    if tc.device == 'cuda' or (tc.device == 'auto' and torch.cuda.is_available()):
+        return torch.device('cuda')
+    return torch.device('cpu')
+
+
+def _predictor(net, device, tile_multiple):
+    def predict(image):
+        ny, nx = image.shape
+        py, px = (-ny) % tile_multiple, (-nx) % tile_multiple
+        x = np.pad(image, ((0, py), (0, px)))
+        net.eval()
+        with torch.no_grad():
+            t = torch.from_numpy(np.ascontiguousarray(x))[None, None].to(device)
+            p = torch.softmax(net(t).float(), dim=1)[0, :, :ny, :nx]
+        net.train()
+        return p.cpu().numpy()
+    return predict
+
+
+def train(model_config, train_config, *, resume=False, progress=True,
+          max_steps=None):
+    """
+    Train (or resume training) a deep-coloring network.
+
+    Parameters
+    ----------
+    model_config : `~astro_deepcolor.model.ModelConfig`
+        Architecture and method settings.
+    train_config : `TrainConfig`
+        Run settings.
+    resume : bool, optional
+        Continue from ``out_dir/last.pt`` (error if absent).
+    progress : bool, optional
+        Show a tqdm progress bar.
+    max_steps : int, optional
+        Stop after this many steps in this call (the schedule still uses
+        ``train_config.steps``); for tests and time-boxed runs.
+
+    Returns
+    -------
+    summary : dict
+        ``step``, ``loss`` (mean of the last logging window),
+        ``best_score`` and ``last_validation``.
+    """
+    from tqdm import tqdm
+
+    tc = train_config
+    if tc.crop % model_config.tile_multiple:
+        msg = (f'crop ({tc.crop}) must be a multiple of tile_multiple '
+               f'({model_config.tile_multiple})')
+        raise ValueError(msg)
+    out = Path(tc.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    log = _Logger(tc.log_file or out / 'train.log')
+    last_path, best_path = out / 'last.pt', out / 'best.pt'
+    torch.set_num_threads(tc.threads)
+    device = _device(tc)
+
+    torch.manual_seed(tc.seed)
+    net = UNet(model_config).to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=tc.lr,
+                            weight_decay=tc.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(tc))
+    criterion = DeepColoringLoss(mu=model_config.mu, fg_weight=tc.fg_weight,
+                                 min_area=model_config.min_area)
+    step, best, history = 0, -1.0, []
+    if resume:
+        if not last_path.is_file():
+            msg = f'cannot resume: {str(last_path)!r} does not exist'
+            raise FileNotFoundError(msg)
+        state = torch.load(last_path, map_location=device, weights_only=True)
+        if ModelConfig.from_dict(state['config']) != model_config:
+            msg = (f'cannot resume: the model configuration of '
+                   f'{str(last_path)!r} differs from the requested one')
+            raise ValueError(msg)
+        net.load_state_dict(state['model'])
+        opt.load_state_dict(state['optimizer'])
+        sched.load_state_dict(state['scheduler'])
+        step, best = int(state['step']), float(state['best_score'])
+        history = json.loads(state['history'])
+        torch.set_rng_state(state['torch_rng'].cpu())
+        log(f'resumed from {last_path} at step {step}')
+    else:
+        log(f'new run: model {model_config.to_json()}')
+        log(f'train {json.dumps(dataclasses.asdict(tc), sort_keys=True)}')
+
+    use_amp = tc.amp and device.type == 'cuda'
+    amp_dtype = (torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported()
+                 else torch.float16)
+    scaler = torch.amp.GradScaler('cuda', enabled=use_amp and amp_dtype == torch.float16)
+
+    images_per_batch = tc.batch_size // tc.crops_per_image
+    stream = CropStream(tc.recipes, crop=tc.crop,
+                        crops_per_image=tc.crops_per_image, seed=tc.seed,
+                        start=step * images_per_batch, min_snr=tc.min_snr,
+                        box_size=model_config.background_box,
+                        filter_size=model_config.background_filter)
+    val_set = None
+    if tc.val_images:
+        val_set = ValidationSet(list(tc.recipes), tc.val_images,
+                                box_size=model_config.background_box,
+                                filter_size=model_config.background_filter)
+
+    def checkpoint(path):
+        train_meta = {'steps_done': step, 'seed': tc.seed,
+                      'recipes': dict(tc.recipes), 'crop': tc.crop,
+                      'batch_size': tc.batch_size, 'min_snr': tc.min_snr,
+                      'fg_weight': tc.fg_weight, 'lr': tc.lr,
+                      'best_score': best,
+                      'last_validation': history[-1] if history else None}
+        config = model_config.replace(training=train_meta)
+        _save(path, {'model': net.state_dict(), 'optimizer': opt.state_dict(),
+                     'scheduler': sched.state_dict(), 'step': step,
+                     'best_score': best, 'history': json.dumps(history),
+                     'config': config.to_dict(),
+                     'train_config': json.dumps(dataclasses.asdict(tc)),
+                     'torch_rng': torch.get_rng_state()})
+
+    def validate():
+        nonlocal best
+        t0 = time.perf_counter()
+        res = val_set.evaluate(_predictor(net, device, model_config.tile_multiple),
+                               n_pixels=model_config.min_area)
+        score = float(np.mean([r['best_completeness'] for r in res.values()]))
+        entry = {'step': step, 'score': score,
+                 **{k: {'completeness_at_5pc': r['best_completeness'],
+                        'threshold': r['best_threshold'],
+                        'contamination': r['best_contamination']}
+                    for k, r in res.items()}}
+        history.append(entry)
+        log(f'validation step {step}: ' + ' '.join(
+            f"{k}: completeness(S/N>5)={r['best_completeness']:.3f} at "
+            f"contamination<=5% (threshold {r['best_threshold']})"
+            for k, r in res.items())
+            + f' [{time.perf_counter() - t0:.1f}s]')
+        (out / 'history.json').write_text(json.dumps(history, indent=1))
+        if score > best:
+            best = score
+            checkpoint(best_path)
+            log(f'new best {score:.4f} -> {best_path}')
+            if tc.export_onnx:
+                from astro_deepcolor.model.export import export_onnx
+
+                export_onnx(best_path, tc.export_onnx, overwrite=True)
+                log(f'exported {tc.export_onnx}')
+
+    end = tc.steps if max_steps is None else min(tc.steps, step + max_steps)
+    bar = tqdm(total=end, initial=step, disable=not progress, unit='step',
+               mininterval=1.0 if sys.stderr.isatty() else 30.0,
+               dynamic_ncols=True)
+    window, t_window = [], time.perf_counter()
+    net.train()
+    last_loss = float('nan')
+    data = batches(stream, tc.batch_size, model_config.halo_radius,
+                   num_workers=tc.num_workers)
+    try:
+        for batch in data:
+            if step >= end:
+                break
+            x = batch['image'].to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                logits = net(x)
+            loss, det = criterion(logits.float(), batch['labels'].to(device),
+                                  batch['halo_pix'].to(device),
+                                  batch['halo_src'].to(device),
+                                  return_details=True)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            step += 1
+            window.append([loss.item(), float(det['fg']), float(det['bg']),
+                           det['source_ids'].numel()])
+            bar.update(1)
+            if step % tc.log_every == 0:
+                w = np.mean(window, axis=0)
+                dt = time.perf_counter() - t_window
+                last_loss = float(w[0])
+                log(f'step {step} loss {w[0]:.4f} fg {w[1]:.4f} bg {w[2]:.4f} '
+                    f'sources/batch {w[3]:.0f} lr {sched.get_last_lr()[0]:.2e} '
+                    f'{dt / len(window):.2f}s/step')
+                bar.set_postfix(loss=f'{w[0]:.4f}')
+                window, t_window = [], time.perf_counter()
+            if val_set is not None and step % tc.val_every == 0:
+                validate()
+                checkpoint(last_path)
+            elif step % tc.checkpoint_every == 0:
+                checkpoint(last_path)
+    finally:
+        bar.close()
+        del data
+    checkpoint(last_path)
+    log(f'stopped at step {step}')
+    return {'step': step, 'loss': last_loss, 'best_score': best,
+            'last_validation': history[-1] if history else None}

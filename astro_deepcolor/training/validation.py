@@ -1,0 +1,221 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""
+Validation of a deep-coloring network during training (NumPy only).
+
+A probability cube is turned into detections with the minimal deep-coloring
+post-processing (a pixel is foreground when ``1 - p_background >=
+threshold``; its colour is the most probable colour; connected components
+(8-connectivity) per colour; components smaller than ``n_pixels`` are
+dropped; centroid = flux-weighted barycentre). The detections are
+matched one-to-one to the truth with
+`astro_deepcolor.evaluation.match_sources` (radius = 1 FWHM plus the
+footprint-overlap rule), which gives completeness for the sources above a
+S/N cut and contamination of the whole catalogue, at each threshold of a
+sweep. The summary figure is the completeness at contamination <= 5 %
+(the best threshold of the sweep meeting that contamination).
+
+The full detection API (`astro_deepcolor.DeepColorSegmentation`, with
+tiling and colour-flicker repair) is what users get; this module is the
+light-weight, dependency-free version that the trainer can run every few
+hundred steps.
+"""
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = ['ValidationSet', 'detections_from_probs', 'score_sweep',
+           'summarize_sweep']
+
+DEFAULT_THRESHOLDS = tuple(np.round(np.arange(0.1, 0.96, 0.05), 2))
+
+
+def detections_from_probs(probs, image, threshold, n_pixels=5):
+    """
+    Segment a probability cube into sources.
+
+    Parameters
+    ----------
+    probs : 3D `~numpy.ndarray`
+        (n_colors + 1, ny, nx) probabilities, channel 0 the background.
+    image : 2D `~numpy.ndarray`
+        The normalised image (for the centroids).
+    threshold : float
+        Foreground probability threshold.
+    n_pixels : int, optional
+        Minimum number of pixels of a source.
+
+    Returns
+    -------
+    segm : 2D `~numpy.ndarray` of int
+        Label map (0 background).
+    xy : (N, 2) `~numpy.ndarray`
+        Centroids ``(x, y)`` of labels ``1..N``.
+    """
+    fg = (1.0 - probs[0]) >= threshold
+    colour = np.argmax(probs[1:], axis=0)
+    segm = np.zeros(fg.shape, dtype=np.int32)
+    n = 0
+    structure = np.ones((3, 3), bool)
+    for c in range(probs.shape[0] - 1):
+        lab, nc = ndimage.label(fg & (colour == c), structure=structure)
+        if nc:
+            segm[lab > 0] = lab[lab > 0] + n
+            n += nc
+    if n == 0:
+        return segm, np.zeros((0, 2))
+    area = np.bincount(segm.ravel(), minlength=n + 1)
+    keep = area >= n_pixels
+    keep[0] = False
+    lut = np.zeros(n + 1, dtype=np.int32)
+    lut[keep] = np.arange(1, keep.sum() + 1)
+    segm = lut[segm]
+    n = int(keep.sum())
+    if n == 0:
+        return segm, np.zeros((0, 2))
+    w = np.clip(image, 0, None) + 1e-3
+    idx = np.arange(1, n + 1)
+    yc, xc = (np.asarray(ndimage.sum(w * g, segm, idx)) / np.asarray(ndimage.sum(w, segm, idx))
+              for g in np.indices(segm.shape))
+    return segm, np.column_stack([xc, yc])
+
+
+def score_sweep(probs, image, truth, truth_segm, fwhm, *,
+                thresholds=DEFAULT_THRESHOLDS, n_pixels=5, snr_min=5.0):
+    """
+    Match detections to truth at each threshold.
+
+    Parameters
+    ----------
+    probs : 3D `~numpy.ndarray`
+        Probability cube.
+    image : 2D `~numpy.ndarray`
+        Normalised image.
+    truth : `~astropy.table.QTable`
+        Truth catalogue (``label``, ``x``, ``y``, ``snr``).
+    truth_segm : `~photutils.segmentation.SegmentationImage`
+        Truth footprints.
+    fwhm : float
+        PSF FWHM (pixels) for the matching radius.
+    thresholds : sequence of float, optional
+        Probability thresholds.
+    n_pixels : int, optional
+        Minimum source area.
+    snr_min : float, optional
+        Completeness is computed for truth sources above this S/N.
+
+    Returns
+    -------
+    counts : `~numpy.ndarray`
+        (n_thresholds, 4) integer counts: matched bright truth, bright
+        truth, true-positive detections, detections.
+    """
+    from astropy.table import QTable
+    from photutils.segmentation import SegmentationImage
+
+    from astro_deepcolor.evaluation import match_sources
+
+    bright = np.asarray(truth['snr']) > snr_min
+    counts = []
+    for t in thresholds:
+        segm, xy = detections_from_probs(probs, image, t, n_pixels)
+        det = QTable({'x': xy[:, 0], 'y': xy[:, 1],
+                      'label': np.arange(1, len(xy) + 1)})
+        dseg = SegmentationImage(segm) if len(xy) else None
+        m = match_sources(truth, det, truth_segmentation=truth_segm,
+                          detection_segmentation=dseg, fwhm=fwhm)
+        counts.append([int(np.count_nonzero(m.truth_matched & bright)),
+                       int(bright.sum()), m.tp, m.n_detections])
+    return np.array(counts, dtype=np.int64)
+
+
+def summarize_sweep(counts, thresholds=DEFAULT_THRESHOLDS,
+                    max_contamination=0.05):
+    """
+    Completeness/contamination per threshold and the best operating point.
+
+    Parameters
+    ----------
+    counts : `~numpy.ndarray`
+        Summed output of `score_sweep` over images.
+    thresholds : sequence of float, optional
+        The thresholds of the sweep.
+    max_contamination : float, optional
+        The contamination limit of the operating point.
+
+    Returns
+    -------
+    summary : dict
+        ``completeness`` and ``contamination`` lists, and
+        ``best_completeness`` / ``best_threshold`` /
+        ``best_contamination`` at contamination <= ``max_contamination``
+        (completeness 0 and threshold None if no threshold qualifies).
+    """
+    counts = np.asarray(counts, dtype=float)
+    comp = counts[:, 0] / np.maximum(counts[:, 1], 1)
+    cont = 1.0 - counts[:, 2] / np.maximum(counts[:, 3], 1)
+    cont[counts[:, 3] == 0] = 0.0
+    ok = cont <= max_contamination
+    out = {'thresholds': [float(t) for t in thresholds],
+           'completeness': comp.round(4).tolist(),
+           'contamination': cont.round(4).tolist(),
+           'best_completeness': 0.0, 'best_threshold': None,
+           'best_contamination': None}
+    if ok.any():
+        i = int(np.flatnonzero(ok)[np.argmax(comp[ok])])
+        out.update(best_completeness=float(comp[i]),
+                   best_threshold=float(thresholds[i]),
+                   best_contamination=float(cont[i]))
+    return out
+
+
+class ValidationSet:
+    """
+    Fixed validation images of dataset recipes, preprocessed once.
+
+    Parameters
+    ----------
+    recipes : iterable of str
+        Recipe names (their ``validation`` split is used).
+    n_images : int
+        Images per recipe (the first ones of the split: fixed seeds).
+    box_size, filter_size : int, optional
+        Background estimator settings (the model's).
+    """
+
+    def __init__(self, recipes, n_images, *, box_size=64, filter_size=3):
+        from astro_deepcolor.preprocessing import estimate_background, normalize
+        from astro_deepcolor.simulation import iter_recipe_images
+
+        self.items = []
+        for name in recipes:
+            for sim in iter_recipe_images(name, 'validation', n_images=n_images):
+                bkg, rms = estimate_background(sim.data, box_size=box_size,
+                                               filter_size=filter_size)
+                self.items.append((str(name), normalize(sim.data, bkg, rms),
+                                   sim.truth, sim.segmentation, sim.fwhm))
+
+    def evaluate(self, predict, thresholds=DEFAULT_THRESHOLDS, n_pixels=5):
+        """
+        Score a predictor on every image, per recipe.
+
+        Parameters
+        ----------
+        predict : callable
+            ``predict(image) -> probs`` for one normalised 2D image.
+        thresholds : sequence of float, optional
+            Probability thresholds.
+        n_pixels : int, optional
+            Minimum source area.
+
+        Returns
+        -------
+        results : dict
+            Recipe name to `summarize_sweep` output.
+        """
+        sums = {}
+        for name, image, truth, tseg, fwhm in self.items:
+            probs = predict(image)
+            c = score_sweep(probs, image, truth, tseg, fwhm,
+                            thresholds=thresholds, n_pixels=n_pixels)
+            sums[name] = sums.get(name, 0) + c
+        return {name: summarize_sweep(c, thresholds) for name, c in sums.items()}
