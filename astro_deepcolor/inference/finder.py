@@ -1,0 +1,606 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""
+`DeepColorSegmentation` and `detect_sources`: the detection API.
+
+The pipeline of one call is
+
+1. input checks (2D, numeric; masked arrays, Quantity, big-endian and
+   integer data accepted; NaN/inf and masked pixels become "bad"),
+2. background and rms estimate on the good pixels
+   (`astro_deepcolor.preprocessing.estimate_background`, with the mesh
+   size and filter stored in the model),
+3. tiled network inference (`astro_deepcolor.inference.tiling`): each
+   tile is normalised on the fly, run through the backend in batches, and
+   only its core is kept,
+4. post-processing (`astro_deepcolor.postprocessing`): threshold, colour
+   components, flicker repair, size cut, consecutive labels.
+
+Memory
+------
+`DeepColorSegmentation.__call__` never holds the probability cube of the
+whole image. Each tile's probabilities are reduced at once to a ``uint8``
+colour index and a ``float16`` foreground probability (3 bytes per pixel),
+and the connected-component labelling runs on that stitched compact map,
+so a source straddling tile boundaries gets one label. The peak memory is
+about ``21 * ny * nx`` bytes (input float32, bad-pixel mask, background
+and rms maps, compact map, int32 labels and their scratch buffers) plus
+one batch of tiles, independent of the number of colours.
+`DeepColorSegmentation.predict` returns the full float32 cube and so needs
+``4 * (n_colors + 1) * ny * nx`` bytes more.
+"""
+
+import functools
+import numbers
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+from photutils.segmentation import SegmentationImage
+from photutils.utils.exceptions import NoDetectionsWarning
+
+from astro_deepcolor.exceptions import DeepColorWarning
+from astro_deepcolor.inference.backends import BACKENDS, DEVICES, resolve_backend
+from astro_deepcolor.inference.tiling import TilePlan, default_margin
+from astro_deepcolor.postprocessing import _NO_DETECTIONS, classify_pixels, label_sources
+from astro_deepcolor.utils._parameters import (
+    check_choice,
+    check_fraction,
+    check_positive_int,
+    check_shape,
+)
+
+__all__ = ['DeepColorSegmentation', 'detect_sources']
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(path, mtime_ns):
+    from astro_deepcolor.model import load_model
+
+    return load_model(path)
+
+
+def _as_model(model):
+    """Return a LoadedModel for None, a path or a LoadedModel."""
+    from astro_deepcolor.model import LoadedModel, load_model
+
+    if isinstance(model, LoadedModel):
+        return model
+    if model is None or isinstance(model, (str, Path)):
+        if model is None:
+            from astro_deepcolor.model.io import DEFAULT_MODEL_PATH
+
+            path = DEFAULT_MODEL_PATH
+        else:
+            path = Path(model)
+        try:
+            mtime = path.stat().st_mtime_ns
+        except OSError:
+            return load_model(path)  # raises ModelError naming the file
+        return _load_cached(str(path.resolve()), mtime)
+    msg = ('model must be None (the shipped model), a path to an ONNX file '
+           f'or a LoadedModel, got {type(model).__name__}')
+    raise TypeError(msg)
+
+
+def _prepare(data, mask):
+    """
+    Validate the image; return (float32 native-endian data, bad mask).
+
+    ``bad`` is True for masked, masked-array-masked and non-finite pixels.
+    """
+    if data is None:
+        msg = 'data must be a 2D array, got None'
+        raise TypeError(msg)
+    if hasattr(data, 'unit') and hasattr(data, 'value'):  # Quantity
+        data = data.value
+    bad = None
+    if np.ma.isMaskedArray(data):
+        bad = np.ma.getmaskarray(data).copy()
+        data = np.ma.getdata(data)
+    data = np.asanyarray(data)
+    if data.dtype.kind not in 'iuf':
+        msg = ('data must be a real numeric (integer or float) array, got '
+               f'dtype {data.dtype!r}')
+        raise TypeError(msg)
+    if data.ndim != 2:
+        msg = f'data must be a 2D array, got an array of shape {data.shape!r}'
+        raise ValueError(msg)
+    if data.size == 0:
+        msg = f'data must not be empty, got shape {data.shape!r}'
+        raise ValueError(msg)
+    # float32, native byte order (FITS data are big-endian); no copy when
+    # the input already is.
+    data = np.asarray(data, dtype=np.float32)
+    finite = np.isfinite(data)
+    bad = ~finite if bad is None else bad | ~finite
+    del finite
+    if mask is not None:
+        mask = np.asanyarray(mask)
+        if mask.shape != data.shape:
+            msg = (f'mask must have the same shape as data {data.shape!r}, '
+                   f'got {mask.shape!r}')
+            raise ValueError(msg)
+        bad |= mask.astype(bool, copy=False)
+    return data, bad
+
+
+class DeepColorSegmentation:
+    """
+    Detect and deblend sources with a deep-coloring neural network.
+
+    The network assigns every pixel a probability of being background and
+    of belonging to each of ``n_colors`` "colours"; touching sources get
+    different colours. Pixels with a foreground probability
+    ``1 - p_background >= threshold`` are kept, and connected pixels of
+    the same colour form a source (see `astro_deepcolor.postprocessing`).
+
+    Parameters
+    ----------
+    threshold : float, optional
+        Minimum foreground probability of a source pixel, in [0, 1].
+    n_pixels : int, optional
+        Minimum number of connected pixels of a source.
+    model : str, `~pathlib.Path` or `~astro_deepcolor.model.LoadedModel`, optional
+        The ONNX model file; default: the model shipped with the package.
+    connectivity : {8, 4}, optional
+        Pixel connectivity of a source: 8 includes diagonal neighbours.
+    backend : {'auto', 'onnxruntime', 'torch'}, optional
+        How the network runs; 'auto' picks the fastest available (torch
+        on CUDA, onnxruntime on CUDA, onnxruntime on the CPU).
+    device : {'auto', 'cpu', 'cuda'}, optional
+        Device; 'auto' uses CUDA when the backend can.
+    tile_shape : int or tuple of 2 int, optional
+        Largest network input (tile) shape, context margins included.
+        Larger tiles waste less work on margins but use more memory.
+    overlap : int or 'auto', optional
+        Context pixels added on each side of a tile's core (multiple of
+        the model's ``tile_multiple``). 'auto' covers the receptive field,
+        which makes the result independent of ``tile_shape``.
+    batch_size : int, optional
+        Tiles per network call.
+    merge_fraction : float, optional
+        Colour-flicker repair: a colour component sharing at least this
+        fraction of its perimeter with a larger neighbour is merged into
+        it (see `~astro_deepcolor.postprocessing.merge_flicker`).
+    precision : {'float32', 'float16', 'bfloat16'}, optional
+        Arithmetic of the torch backend on CUDA.
+    progress_bar : bool, optional
+        Show a tqdm progress bar over tiles.
+
+    Attributes
+    ----------
+    config : `~astro_deepcolor.model.ModelConfig`
+        The model configuration.
+    backend_name, device_name : str
+        The backend and device actually used (resolved on first access).
+
+    Notes
+    -----
+    Calling the object on an image returns a photutils
+    `~photutils.segmentation.SegmentationImage` (or None with a
+    `~photutils.utils.exceptions.NoDetectionsWarning`), usable with
+    `~photutils.segmentation.SourceCatalog`,
+    `~photutils.segmentation.deblend_sources` and the rest of photutils.
+
+    Examples
+    --------
+    >>> from astro_deepcolor import DeepColorSegmentation
+    >>> from astro_deepcolor.simulation import simulate_image
+    >>> sim = simulate_image((256, 256), seed=1)
+    >>> finder = DeepColorSegmentation(threshold=0.5, n_pixels=5)
+    >>> segm = finder(sim.data)  # doctest: +SKIP
+    >>> table = finder.catalog(sim.data, segm)  # doctest: +SKIP
+    """
+
+    def __init__(self, threshold=0.5, n_pixels=5, *, model=None,
+                 connectivity=8, backend='auto', device='auto',
+                 tile_shape=(1024, 1024), overlap='auto', batch_size=1,
+                 merge_fraction=0.5, precision='float32', progress_bar=False):
+        self.threshold = check_fraction(threshold, 'threshold')
+        self.n_pixels = check_positive_int(n_pixels, 'n_pixels')
+        self.connectivity = check_choice(connectivity, 'connectivity', (4, 8))
+        self.backend = check_choice(backend, 'backend', BACKENDS)
+        self.device = check_choice(device, 'device', DEVICES)
+        self.precision = check_choice(precision, 'precision',
+                                      ('float32', 'float16', 'bfloat16'))
+        self.batch_size = check_positive_int(batch_size, 'batch_size')
+        self.merge_fraction = check_fraction(merge_fraction, 'merge_fraction')
+        self.progress_bar = bool(progress_bar)
+        self.model = _as_model(model)
+        self.config = self.model.config
+        multiple = self.config.tile_multiple
+        needed = default_margin(self.config.receptive_field, multiple)
+        if isinstance(overlap, str) and overlap == 'auto':
+            overlap = needed
+        elif isinstance(overlap, numbers.Integral) and not isinstance(overlap, bool):
+            if overlap < 0 or overlap % multiple:
+                msg = ('overlap must be a non-negative multiple of the model '
+                       f'tile_multiple ({multiple}) or "auto", got {overlap!r}')
+                raise ValueError(msg)
+            if overlap < needed:
+                warnings.warn(
+                    f'overlap={overlap} is smaller than the receptive-field '
+                    f'margin ({needed} px); results will depend on tile_shape',
+                    DeepColorWarning, stacklevel=2)
+        else:
+            msg = f'overlap must be an integer or "auto", got {overlap!r}'
+            raise TypeError(msg)
+        self.overlap = int(overlap)
+        self.tile_shape = check_shape(tile_shape, 'tile_shape', minimum=1)
+        min_tile = 2 * self.overlap + multiple
+        if min(self.tile_shape) < min_tile:
+            msg = (f'tile_shape must be at least {min_tile} pixels per side '
+                   f'(2 * overlap + {multiple}), got {self.tile_shape!r}')
+            raise ValueError(msg)
+
+    def __repr__(self):
+        params = (f'threshold={self.threshold!r}, n_pixels={self.n_pixels!r}, '
+                  f'model={str(self.model.path)!r}, '
+                  f'connectivity={self.connectivity!r}, '
+                  f'backend={self.backend!r}, device={self.device!r}, '
+                  f'tile_shape={self.tile_shape!r}, overlap={self.overlap!r}, '
+                  f'batch_size={self.batch_size!r}, '
+                  f'merge_fraction={self.merge_fraction!r}, '
+                  f'precision={self.precision!r}, '
+                  f'progress_bar={self.progress_bar!r}')
+        return f'{type(self).__name__}({params})'
+
+    # -- backend ---------------------------------------------------------
+
+    @functools.cached_property
+    def _runner(self):
+        return resolve_backend(self.model, self.backend, self.device,
+                               precision=self.precision)
+
+    @property
+    def backend_name(self):
+        """Name of the backend used (``'onnxruntime'`` or ``'torch'``)."""
+        return self._runner.name
+
+    @property
+    def device_name(self):
+        """Device used (``'cpu'`` or ``'cuda'``)."""
+        return self._runner.device
+
+    @property
+    def backend_description(self):
+        """One line naming backend, device, provider and threads."""
+        return self._runner.description
+
+    # -- core pipeline -----------------------------------------------------
+
+    def estimate_background(self, data, mask=None):
+        """
+        Background and rms maps, as used for the network input.
+
+        Parameters
+        ----------
+        data : 2D array-like
+            The image.
+        mask : 2D bool array-like, optional
+            True for pixels to ignore.
+
+        Returns
+        -------
+        background, rms : 2D `~numpy.ndarray` of float32
+            Sky level and noise standard deviation.
+        """
+        data, bad = _prepare(data, mask)
+        return self._background(data, bad)
+
+    def _background(self, data, bad):
+        from astro_deepcolor.preprocessing import estimate_background
+
+        return estimate_background(data, mask=bad,
+                                   box_size=self.config.background_box,
+                                   filter_size=self.config.background_filter)
+
+    def _infer(self, data, bad, background, rms, sink, timings):
+        """Run the tiles through the network; ``sink(core, probs)`` each."""
+        from astro_deepcolor.preprocessing import normalize
+
+        plan = TilePlan(data.shape, self.tile_shape, self.overlap,
+                        self.config.tile_multiple)
+        runner = self._runner
+        wy, wx = plan.window_shape
+        n = min(self.batch_size, len(plan))
+        x = np.zeros((n, 1, wy, wx), dtype=np.float32)
+        bar = None
+        if self.progress_bar:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(plan), unit='tile', desc='deepcolor')
+        t_norm = t_net = t_post = 0.0
+        try:
+            for batch in plan.batches(n):
+                t0 = time.perf_counter()
+                for i, tile in enumerate(batch):
+                    src, dst = tile.source_and_destination(data.shape,
+                                                           plan.window_shape)
+                    if (dst[0].stop - dst[0].start, dst[1].stop - dst[1].start) != (wy, wx):
+                        x[i, 0] = 0.0
+                    x[i, 0][dst] = normalize(data[src], background[src],
+                                             rms[src], bad[src])
+                t1 = time.perf_counter()
+                probs = runner.run(x[:len(batch)])
+                t2 = time.perf_counter()
+                for i, tile in enumerate(batch):
+                    inner = (slice(None), *tile.core_in_window())
+                    sink(tile.core, probs[i][inner])
+                t3 = time.perf_counter()
+                t_norm += t1 - t0
+                t_net += t2 - t1
+                t_post += t3 - t2
+                if bar is not None:
+                    bar.update(len(batch))
+        finally:
+            if bar is not None:
+                bar.close()
+        timings['normalize'] = t_norm
+        timings['network'] = t_net
+        timings['classify'] = t_post
+        timings['n_tiles'] = len(plan)
+        timings['tile_efficiency'] = plan.efficiency
+
+    def _check_background(self, data, background, rms):
+        if (background is None) != (rms is None):
+            msg = 'background and rms must be given together'
+            raise ValueError(msg)
+        if background is None:
+            return None
+        out = []
+        for name, value in (('background', background), ('rms', rms)):
+            value = np.asarray(value, dtype=np.float32)
+            if value.ndim == 0:
+                value = np.broadcast_to(value, data.shape)
+            if value.shape != data.shape:
+                msg = (f'{name} must be a scalar or have the data shape '
+                       f'{data.shape!r}, got {value.shape!r}')
+                raise ValueError(msg)
+            out.append(value)
+        return tuple(out)
+
+    def _detect(self, data, mask, threshold, n_pixels, background=None,
+                rms=None):
+        timings = {}
+        t0 = time.perf_counter()
+        data, bad = _prepare(data, mask)
+        given = self._check_background(data, background, rms)
+        if bad.all():
+            warnings.warn(_NO_DETECTIONS, NoDetectionsWarning, stacklevel=3)
+            return None
+        background, rms = self._background(data, bad) if given is None else given
+        t1 = time.perf_counter()
+        timings['background'] = t1 - t0
+
+        colour = np.zeros(data.shape, dtype=np.uint8)
+        p_fg = np.zeros(data.shape, dtype=np.float16)
+
+        def sink(core, probs):
+            classify_pixels(probs, threshold, bad[core],
+                            out=(colour[core], p_fg[core]))
+
+        self._infer(data, bad, background, rms, sink, timings)
+        background = rms = None  # free before labelling
+        t2 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', NoDetectionsWarning)
+            segm = label_sources(colour, p_fg, n_pixels,
+                                 connectivity=self.connectivity,
+                                 merge_fraction=self.merge_fraction)
+        timings['label'] = time.perf_counter() - t2
+        timings['total'] = time.perf_counter() - t0
+        if segm is None:
+            warnings.warn(_NO_DETECTIONS, NoDetectionsWarning, stacklevel=3)
+            return None
+        segm.info.update(threshold=threshold, n_pixels=n_pixels,
+                         model=str(self.model.path),
+                         backend=self._runner.description, timings=timings)
+        return segm
+
+    def __call__(self, data, mask=None, *, background=None, rms=None):
+        """
+        Detect sources in an image.
+
+        Parameters
+        ----------
+        data : 2D array-like
+            The image: `~numpy.ndarray` (any integer or float dtype, any
+            byte order), `~numpy.ma.MaskedArray` or
+            `~astropy.units.Quantity`. It need not be background
+            subtracted.
+        mask : 2D bool array-like, optional
+            True for pixels to ignore. Masked and non-finite pixels never
+            belong to a source and are excluded from the background
+            estimate.
+        background, rms : 2D array-like or float, optional
+            Precomputed sky and noise maps (e.g. from
+            `estimate_background`); estimated when omitted.
+
+        Returns
+        -------
+        segm : `~photutils.segmentation.SegmentationImage` or None
+            The sources; ``segm.info`` holds ``detection_probability``
+            (max foreground probability per label, aligned with
+            ``segm.labels``), the settings and per-stage ``timings`` (s).
+            None (with a `~photutils.utils.exceptions.NoDetectionsWarning`)
+            when nothing is found.
+        """
+        return self._detect(data, mask, self.threshold, self.n_pixels,
+                            background, rms)
+
+    def predict(self, data, mask=None, *, background=None, rms=None):
+        """
+        Probability maps of the network for the whole image.
+
+        Parameters
+        ----------
+        data : 2D array-like
+            The image (see `__call__`).
+        mask : 2D bool array-like, optional
+            True for pixels to ignore; masked and non-finite pixels get
+            probability 1 of background.
+        background, rms : 2D array-like or float, optional
+            Precomputed sky and noise maps; estimated when omitted.
+
+        Returns
+        -------
+        probs : 3D `~numpy.ndarray` of float32
+            ``(n_colors + 1, ny, nx)``; channel 0 is the background.
+
+        Notes
+        -----
+        The result takes ``4 * (n_colors + 1)`` bytes per pixel (24 bytes
+        for 5 colours: 2.4 GB for a 10k x 10k image, 9.6 GB for 20k x
+        20k). Calling the object itself streams the tiles and never holds
+        this cube; use `predict` for inspection, or on images that fit in
+        memory when you want to re-threshold with `segment`.
+        """
+        data, bad = _prepare(data, mask)
+        given = self._check_background(data, background, rms)
+        probs = np.zeros((self.config.n_outputs, *data.shape), dtype=np.float32)
+        probs[0] = 1.0
+        if bad.all():
+            return probs
+        background, rms = self._background(data, bad) if given is None else given
+
+        def sink(core, out):
+            probs[(slice(None), *core)] = out
+
+        self._infer(data, bad, background, rms, sink, {})
+        if bad.any():
+            probs[:, bad] = 0.0
+            probs[0, bad] = 1.0
+        return probs
+
+    def segment(self, probs, threshold=None, mask=None):
+        """
+        Segment probability maps from `predict` (re-thresholding).
+
+        ``finder.segment(finder.predict(data))`` gives the same result as
+        ``finder(data)``.
+
+        Parameters
+        ----------
+        probs : 3D `~numpy.ndarray`
+            ``(n_colors + 1, ny, nx)`` probabilities.
+        threshold : float, optional
+            Foreground probability threshold (default: ``self.threshold``).
+        mask : 2D bool array-like, optional
+            True for pixels that can never belong to a source.
+
+        Returns
+        -------
+        segm : `~photutils.segmentation.SegmentationImage` or None
+            The sources (None and a `NoDetectionsWarning` if none).
+        """
+        threshold = (self.threshold if threshold is None
+                     else check_fraction(threshold, 'threshold'))
+        probs = np.asarray(probs)
+        if probs.ndim != 3 or probs.shape[0] != self.config.n_outputs:
+            msg = (f'probs must have shape (n_colors + 1 = '
+                   f'{self.config.n_outputs}, ny, nx), got {probs.shape!r}')
+            raise ValueError(msg)
+        if mask is not None:
+            mask = np.asarray(mask, dtype=bool)
+            if mask.shape != probs.shape[1:]:
+                msg = (f'mask must have shape {probs.shape[1:]!r}, got '
+                       f'{mask.shape!r}')
+                raise ValueError(msg)
+        colour, p_fg = classify_pixels(probs, threshold, mask)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', NoDetectionsWarning)
+            segm = label_sources(colour, p_fg, self.n_pixels,
+                                 connectivity=self.connectivity,
+                                 merge_fraction=self.merge_fraction)
+        if segm is None:
+            warnings.warn(_NO_DETECTIONS, NoDetectionsWarning, stacklevel=2)
+            return None
+        segm.info.update(threshold=threshold, n_pixels=self.n_pixels,
+                         model=str(self.model.path))
+        return segm
+
+    def catalog(self, data, segm, error=None, wcs=None, *, background=None,
+                mask=None, columns=None):
+        """
+        Photometric catalogue of detected sources.
+
+        Parameters
+        ----------
+        data : 2D array-like
+            The image (not background-subtracted, unless ``background=0``).
+        segm : `~photutils.segmentation.SegmentationImage`
+            The sources, e.g. from `__call__`.
+        error : 2D array-like or float, optional
+            Total per-pixel error for the ``*_err`` columns.
+        wcs : WCS object, optional
+            For the ``sky_centroid`` column.
+        background : float or 2D array-like, optional
+            Sky to subtract; default: estimated as for detection. Pass 0
+            for background-subtracted data.
+        mask : 2D bool array-like, optional
+            Pixels to exclude.
+        columns : list of str, optional
+            Any `~photutils.segmentation.SourceCatalog` properties plus
+            ``'detection_probability'``; default: photutils' default
+            columns plus ``detection_probability``.
+
+        Returns
+        -------
+        table : `~astropy.table.QTable`
+            One row per source.
+        """
+        from astro_deepcolor.catalog import make_catalog
+
+        if not isinstance(segm, SegmentationImage):
+            msg = ('segm must be a photutils SegmentationImage, got '
+                   f'{type(segm).__name__}')
+            raise TypeError(msg)
+        return make_catalog(data, segm, error=error, wcs=wcs,
+                            background=background, mask=mask, columns=columns,
+                            box_size=self.config.background_box,
+                            filter_size=self.config.background_filter)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_finder(model, connectivity):
+    return DeepColorSegmentation(model=model, connectivity=connectivity)
+
+
+def detect_sources(data, threshold, n_pixels, *, connectivity=8, mask=None,
+                   model=None):
+    """
+    Detect sources with a deep-coloring network (photutils drop-in).
+
+    Same signature and return value as
+    `photutils.segmentation.detect_sources`, but ``threshold`` is a
+    probability in [0, 1] and the sources come deblended.
+
+    Parameters
+    ----------
+    data : 2D array-like
+        The image; need not be background subtracted.
+    threshold : float
+        Minimum foreground probability of a source pixel, in [0, 1].
+    n_pixels : int
+        Minimum number of connected pixels of a source.
+    connectivity : {8, 4}, optional
+        Pixel connectivity.
+    mask : 2D bool array-like, optional
+        True for pixels to ignore.
+    model : str, `~pathlib.Path` or `~astro_deepcolor.model.LoadedModel`, optional
+        The model (default: shipped).
+
+    Returns
+    -------
+    segm : `~photutils.segmentation.SegmentationImage` or None
+        The sources, or None with a
+        `~photutils.utils.exceptions.NoDetectionsWarning`.
+    """
+    threshold = check_fraction(threshold, 'threshold')
+    n_pixels = check_positive_int(n_pixels, 'n_pixels')
+    check_choice(connectivity, 'connectivity', (4, 8))
+    loaded = _as_model(model)
+    finder = _cached_finder(loaded, connectivity)
+    return finder._detect(data, mask, threshold, n_pixels)
