@@ -1,0 +1,505 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""
+Tests of astro_deepcolor.batch: inputs, manifest, Dask runs, resume,
+worker loss and exact mosaic stitching.
+
+The Dask tests run a real `distributed.LocalCluster` of 2 single-threaded
+worker processes (module-scoped, dashboard on a free port) over a
+directory of simulated multi-extension FITS files.
+"""
+
+import functools
+import hashlib
+import os
+import signal
+import sqlite3
+import sys
+import time
+import types
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import QTable
+from astropy.wcs import WCS
+
+from astro_deepcolor.batch import (
+    BatchDetector,
+    DetectSettings,
+    Manifest,
+    expand_inputs,
+    output_stems,
+    scan_image_hdus,
+    stitch_labels,
+)
+from astro_deepcolor.batch.runner import _detect_hdu
+from astro_deepcolor.simulation import simulate_image
+
+distributed = pytest.importorskip('distributed')
+
+N_FILES = 3
+N_CCDS = 2
+SHAPE = (256, 256)
+
+
+# -- a classical detector for the orchestration tests --------------------
+# The `detector=` hook of BatchDetector runs any picklable callable on the
+# workers. This module is pickled by value so that worker processes need
+# not import the tests package.
+def sigma_detector(data, mask=None, nsigma=3.0, sleep=0.0, markers=None):
+    """Detect 5-pixel groups above median + nsigma * MAD-sigma."""
+    from photutils.segmentation import detect_sources
+
+    if markers is not None:
+        digest = hashlib.sha1(np.ascontiguousarray(data).tobytes()).hexdigest()[:12]
+        open(os.path.join(markers, f'start-{os.getpid()}-{digest}'), 'w').close()
+    if sleep:
+        time.sleep(sleep)
+    med = np.nanmedian(data)
+    sigma = 1.4826 * np.nanmedian(np.abs(data - med))
+    segm = detect_sources(data - med, nsigma * sigma, n_pixels=5, mask=mask)
+    if markers is not None:
+        open(os.path.join(markers, f'end-{os.getpid()}-{digest}'), 'w').close()
+    return segm
+
+
+import cloudpickle  # noqa: E402
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def _wcs_header(seed, k):
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ['RA---TAN', 'DEC--TAN']
+    wcs.wcs.crval = [150.0 + seed, 2.0 + 0.1 * k]
+    wcs.wcs.crpix = [128.0, 128.0]
+    wcs.wcs.cdelt = [-0.27 / 3600, 0.27 / 3600]
+    return wcs.to_header()
+
+
+def write_mef(path, seed, *, table=False):
+    """A DECam-like exposure: empty primary HDU + N_CCDS image HDUs."""
+    hdus = [fits.PrimaryHDU()]
+    for k in range(N_CCDS):
+        sim = simulate_image(SHAPE, seed=100 * seed + k)
+        header = _wcs_header(seed, k)
+        header['EXTNAME'] = f'CCD{k + 1}'
+        hdus.append(fits.ImageHDU(sim.data, header=header))
+    if table:
+        hdus.append(fits.BinTableHDU.from_columns(
+            [fits.Column(name='a', format='E', array=np.arange(3.0))],
+            name='OBJECTS'))
+    fits.HDUList(hdus).writeto(path)
+
+
+@pytest.fixture(scope='module')
+def client():
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                           dashboard_address=':0', silence_logs=40)
+    client = Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
+
+
+@pytest.fixture(scope='module')
+def survey(tmp_path_factory):
+    """3 MEF exposures (one with a table HDU) + a corrupt file."""
+    root = tmp_path_factory.mktemp('survey')
+    for i in range(N_FILES):
+        write_mef(root / f'exp{i}.fits', i, table=(i == 1))
+    (root / 'corrupt.fits').write_bytes(b'this is not a FITS file' * 200)
+    return root
+
+
+def detector(**kwargs):
+    return functools.partial(sigma_detector, **kwargs)
+
+
+def per_image_reference(path, index):
+    """Detect one HDU in this process, as the workers should have."""
+    with fits.open(path) as hdul:
+        data = hdul[index].data.astype(np.float32)
+        header = hdul[index].header
+    table, _ = _detect_hdu(data, header, DetectSettings(), detector())
+    return table
+
+
+# -- inputs ---------------------------------------------------------------
+class TestInputs:
+    def test_expand(self, survey, tmp_path):
+        listing = tmp_path / 'night.txt'
+        listing.write_text(f'# night 1\n{survey / "exp1.fits"}\n\n'
+                           f'{survey / "exp*.fits"}\n')
+        paths = expand_inputs([str(survey / 'exp2.fits'), f'@{listing}',
+                               str(survey / 'missing.fits')])
+        names = [os.path.basename(p) for p in paths]
+        # order kept, globs sorted, duplicates dropped, missing kept
+        assert names == ['exp2.fits', 'exp1.fits', 'exp0.fits',
+                         'missing.fits']
+        assert all(os.path.isabs(p) for p in paths)
+        assert len(expand_inputs(str(survey))) == N_FILES + 1
+        assert expand_inputs(listing) == expand_inputs(f'@{listing}')
+
+    def test_expand_errors(self, tmp_path):
+        with pytest.raises(ValueError, match='matches no file'):
+            expand_inputs(str(tmp_path / '*.fits'))
+        with pytest.raises(ValueError, match='holds no FITS file'):
+            expand_inputs(str(tmp_path))
+        with pytest.raises(ValueError, match='at least one'):
+            expand_inputs([])
+        with pytest.raises(FileNotFoundError, match='list file'):
+            expand_inputs('@' + str(tmp_path / 'nope.txt'))
+
+    def test_output_stems(self):
+        stems = output_stems(['/a/x.fits.fz', '/b/x.fits', '/b/y.fit'])
+        assert stems['/b/y.fit'] == 'y'
+        assert stems['/a/x.fits.fz'].startswith('x-')
+        assert stems['/b/x.fits'].startswith('x-')
+        assert stems['/a/x.fits.fz'] != stems['/b/x.fits']
+
+    def test_scan(self, survey):
+        hdus = scan_image_hdus(survey / 'exp1.fits')
+        assert [h.index for h in hdus] == [0, 1, 2, 3]
+        assert [h.is_image for h in hdus] == [False, True, True, False]
+        assert hdus[1].shape == SHAPE
+        assert hdus[2].extname == 'CCD2'
+        assert 'no image data' in hdus[0].error
+        assert 'BinTableHDU' in hdus[3].error
+        with pytest.raises(OSError, match='SIMPLE'):
+            scan_image_hdus(survey / 'corrupt.fits')
+
+
+# -- manifest -------------------------------------------------------------
+def test_manifest(tmp_path):
+    path = tmp_path / 'm.sqlite'
+    with Manifest(path) as m:
+        m.check_settings({'threshold': 0.5})
+        m.update('/f.fits', -1, 'done', file_size=10)
+        m.update('/f.fits', 1, 'pending', extname='CCD1', shape=(4, 5))
+        m.mark_running('/f.fits', 1)
+        m.update('/f.fits', 2, 'skipped', error='no image')
+        assert m.get('/f.fits', 1)['attempts'] == 1
+        assert m.get('/f.fits', 1)['shape'] == '4 x 5'
+        assert m.counts() == {'running': 1, 'skipped': 1}
+        with pytest.raises(ValueError, match='status must be'):
+            m.update('/f.fits', 1, 'finished')
+    # a killed run leaves 'running' rows: a new run puts them back
+    with Manifest(path) as m:
+        assert m.reset_running() == 1
+        assert m.get('/f.fits', 1)['status'] == 'pending'
+        with pytest.raises(ValueError, match='threshold differ'):
+            m.check_settings({'threshold': 0.7})
+        table = m.to_table()
+        assert len(table) == 3
+        assert list(table['hdu']) == [-1, 1, 2]
+        m.write_ecsv(tmp_path / 'm.ecsv')
+    assert QTable.read(tmp_path / 'm.ecsv')['status'][2] == 'skipped'
+    # readable by other processes while in WAL mode
+    with sqlite3.connect(path) as conn:
+        assert conn.execute('PRAGMA journal_mode').fetchone()[0] == 'wal'
+
+
+def test_settings_validation():
+    with pytest.raises(ValueError, match='threshold must be a number'):
+        DetectSettings(threshold=1.5)
+    with pytest.raises(ValueError, match='n_pixels must be an integer'):
+        BatchDetector(n_pixels=0)
+    with pytest.raises(ValueError, match='merged_format must be one of'):
+        BatchDetector(merged_format='csv')
+    with pytest.raises(TypeError, match='detector must be callable'):
+        BatchDetector(detector=3)
+
+
+# -- Dask runs --------------------------------------------------------------
+def _merged(out):
+    return QTable.read(out / 'catalog.fits')
+
+
+def test_run_merged_catalogue_and_manifest(client, survey, tmp_path):
+    out = tmp_path / 'out'
+    batch = BatchDetector(detector=detector(), segmentation=True)
+    # exp0 is already done by an earlier run
+    first = batch([str(survey / 'exp0.fits')], out, client=client)
+    assert (first.n_done, first.n_failed) == (N_CCDS, 0)
+    done_cat = out / 'catalogs' / 'exp0.hdu001.cat.fits'
+    mtime = done_cat.stat().st_mtime_ns
+
+    result = batch([str(survey)], out, client=client)
+    assert result.n_reused == N_CCDS
+    assert result.n_done == (N_FILES - 1) * N_CCDS
+    assert result.n_failed == 1  # the corrupt file
+    assert result.n_pixels == (N_FILES - 1) * N_CCDS * SHAPE[0] * SHAPE[1]
+    assert done_cat.stat().st_mtime_ns == mtime  # not redone
+
+    # manifest: every file and HDU, with status, timing and error
+    with Manifest(out / 'manifest.sqlite') as m:
+        corrupt = m.get(str(survey / 'corrupt.fits'))
+        assert corrupt['status'] == 'failed'
+        assert 'OSError' in corrupt['error']
+        table_hdu = m.get(str(survey / 'exp1.fits'), 3)
+        assert table_hdu['status'] == 'skipped'
+        assert 'BinTableHDU' in table_hdu['error']
+        rows = m.rows(status='done', images_only=True)
+        assert len(rows) == N_FILES * N_CCDS
+        assert all(r['seconds'] > 0 and r['worker'] for r in rows)
+    ecsv = QTable.read(out / 'manifest.ecsv')
+    assert set(ecsv['status']) == {'done', 'failed', 'skipped'}
+
+    # merged catalogue == per-image detections, each image once
+    merged = _merged(out)
+    assert len(merged) == result.n_sources > 0
+    for i in range(N_FILES):
+        path = str(survey / f'exp{i}.fits')
+        for k in range(1, N_CCDS + 1):
+            ref = per_image_reference(path, k)
+            sel = merged[(merged['file'] == path) & (merged['hdu'] == k)]
+            assert len(sel) == len(ref) > 0
+            assert set(sel['extname']) == {f'CCD{k}'}
+            np.testing.assert_array_equal(sel['label'], ref['label'])
+            np.testing.assert_allclose(sel['x_centroid'], ref['x_centroid'])
+            np.testing.assert_allclose(sel['ra'].value, ref['ra'].value)
+            # sky coordinates follow the HDU's WCS
+            wcs = WCS(_wcs_header(i, k - 1))
+            ra, dec = wcs.pixel_to_world_values(sel['x_centroid'],
+                                                sel['y_centroid'])
+            np.testing.assert_allclose(sel['ra'].value, ra, rtol=0,
+                                       atol=1e-9)
+            np.testing.assert_allclose(sel['dec'].value, dec, rtol=0,
+                                       atol=1e-9)
+            # the per-image catalogue and segmentation agree
+            cat = QTable.read(out / 'catalogs' / f'exp{i}.hdu{k:03d}.cat.fits')
+            assert len(cat) == len(ref)
+            segm = fits.getdata(out / 'segmentation'
+                                / f'exp{i}.hdu{k:03d}.segm.fits')
+            assert segm.max() == len(ref)
+
+    # no temporary file is left behind
+    assert not [p for p in out.rglob('.*') if p.suffix != '.lock']
+
+
+def test_resume_after_interruption(client, survey, tmp_path):
+    out = tmp_path / 'out'
+    seen = []
+
+    def stop_after_two(row):
+        seen.append(row)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    inputs = [str(survey / f'exp{i}.fits') for i in range(N_FILES)]
+    batch = BatchDetector(detector=detector(sleep=0.1), callback=stop_after_two,
+                          merged_format='parquet')
+    with pytest.raises(KeyboardInterrupt):
+        batch(inputs, out, client=client)
+    with Manifest(out / 'manifest.sqlite') as m:
+        counts = m.counts()
+        assert counts['done'] == 2
+        assert 'running' not in counts  # interrupted rows are pending
+        assert counts['pending'] == N_FILES * N_CCDS - 2
+        assert counts['skipped'] == N_FILES + 1  # primaries + a table
+    assert not (out / 'catalog.parquet').exists()
+
+    # a driver killed hard leaves a 'running' row and maybe no output
+    with Manifest(out / 'manifest.sqlite') as m:
+        victim = m.rows(status='done', images_only=True)[0]
+        m.update(victim['file'], victim['hdu'], 'running')
+    os.unlink(victim['catalog'])
+
+    batch.callback = None
+    result = batch(inputs, out, client=client)
+    assert result.n_reused == 1
+    assert result.n_done == N_FILES * N_CCDS - 1
+    # (astropy reads Parquet only with pandas; pyarrow is enough here)
+    import pyarrow.parquet as pq
+
+    merged = pq.read_table(out / 'catalog.parquet').to_pydict()
+    keys = set(zip(merged['file'], merged['hdu'], strict=True))
+    assert len(keys) == N_FILES * N_CCDS
+    expected = sum(len(per_image_reference(p, k)) for p in inputs
+                   for k in range(1, N_CCDS + 1))
+    assert len(merged['label']) == expected
+    assert np.isfinite(merged['ra']).all()
+
+    # other settings must not be mixed into the same output directory
+    with pytest.raises(ValueError, match='other settings'):
+        BatchDetector(detector=detector(nsigma=5.0))(inputs, out,
+                                                      client=client)
+
+
+def test_worker_killed_mid_run(client, survey, tmp_path):
+    """A worker process killed during a run loses and duplicates nothing."""
+    out = tmp_path / 'out'
+    markers = tmp_path / 'markers'
+    markers.mkdir()
+    inputs = [str(survey / f'exp{i}.fits') for i in range(N_FILES)]
+    pids_before = set(client.run(os.getpid).values())
+    killed = []
+
+    def kill_the_other_worker(row):
+        if killed:
+            return
+        finisher = int(row['worker'].rsplit(':', 1)[1])
+        victim = next(pid for pid in pids_before if pid != finisher)
+        # wait until the other worker is in the middle of a 0.8 s task
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            names = os.listdir(markers)
+            busy = {n.rsplit('-', 1)[1] for n in names
+                    if n.startswith(f'start-{victim}-')}
+            busy -= {n.rsplit('-', 1)[1] for n in names
+                     if n.startswith(f'end-{victim}-')}
+            if busy:
+                break
+            time.sleep(0.02)
+        time.sleep(0.2)
+        os.kill(victim, signal.SIGKILL)
+        killed.append(victim)
+
+    batch = BatchDetector(detector=detector(sleep=0.8, markers=str(markers)),
+                          callback=kill_the_other_worker)
+    result = batch(inputs, out, client=client)
+    assert killed
+    assert result.n_failed == 0
+    assert result.n_done == N_FILES * N_CCDS
+    # the killed worker had started an image it never finished; another
+    # worker did it
+    names = os.listdir(markers)
+    started = {n.rsplit('-', 1)[1] for n in names
+               if n.startswith(f'start-{killed[0]}-')}
+    ended = {n.rsplit('-', 1)[1] for n in names
+             if n.startswith(f'end-{killed[0]}-')}
+    lost = started - ended
+    assert lost
+    for digest in lost:
+        assert any(n.startswith('end-') and n.endswith(digest)
+                   and f'-{killed[0]}-' not in n for n in names)
+    # the nanny restarted the worker
+    client.wait_for_workers(2, timeout=60)
+    assert killed[0] not in set(client.run(os.getpid).values())
+    # each image exactly once, and right
+    merged = _merged(out)
+    expected = {(p, k): len(per_image_reference(p, k)) for p in inputs
+                for k in range(1, N_CCDS + 1)}
+    got = {}
+    for f, h in zip(merged['file'], merged['hdu'], strict=True):
+        got[(f, int(h))] = got.get((f, int(h)), 0) + 1
+    assert got == expected
+
+
+def test_run_cli_with_scheduler(client, survey, tmp_path, capsys):
+    """The CLI batch mode against an existing cluster (--scheduler)."""
+    pytest.importorskip('astro_deepcolor.inference')
+    from astro_deepcolor.batch import run_cli
+
+    try:
+        from astro_deepcolor.model import load_model
+
+        load_model()
+    except Exception as exc:
+        pytest.skip(f'no shipped model: {exc}')
+    out = tmp_path / 'cli'
+    args = types.SimpleNamespace(
+        inputs=[str(survey / 'exp*.fits'), str(survey / 'corrupt.fits')],
+        out=str(out), scheduler=client.scheduler.address, workers=None,
+        threshold=0.5, n_pixels=5, overwrite=False, segmentation=False,
+        quiet=True)
+    assert run_cli(args) == 1  # the corrupt file failed
+    err = capsys.readouterr().err
+    assert f'{N_FILES * N_CCDS} images detected' in err
+    merged = _merged(out)
+    assert set(merged['file']) == {str(survey / f'exp{i}.fits')
+                                   for i in range(N_FILES)}
+    # the model was loaded once per worker, not once per image
+    loads = client.run(lambda: sum(
+        sys.modules['astro_deepcolor.batch.runner'].FINDER_LOADS.values()))
+    assert sum(loads.values()) <= 2
+    assert all(n <= 1 for n in loads.values())
+    # resume: nothing left to do
+    assert run_cli(args) == 1
+    assert '0 images detected' in capsys.readouterr().err
+
+
+# -- mosaic stitching -------------------------------------------------------
+def _reference_labels(classes, connectivity, n_pixels):
+    from scipy.ndimage import generate_binary_structure, label
+
+    structure = generate_binary_structure(2, 1 if connectivity == 4 else 2)
+    out = np.zeros(classes.shape, dtype=np.int64)
+    offset = 0
+    for c in np.unique(classes[classes > 0]):
+        lab, n = label(classes == c, structure=structure)
+        areas = np.bincount(lab.ravel())
+        small = areas < n_pixels
+        small[0] = True
+        lab[small[lab]] = 0
+        out[lab > 0] = lab[lab > 0] + offset
+        offset += n
+    return out
+
+
+def assert_same_partition(a, b):
+    """Equal label images up to a permutation of the label numbers."""
+    a = np.asarray(a)
+    b = np.asarray(b)
+    assert a.shape == b.shape
+    np.testing.assert_array_equal(a > 0, b > 0)
+    pairs = np.unique(np.stack([a[a > 0], b[b > 0]]), axis=1)
+    assert len(np.unique(pairs[0])) == pairs.shape[1]
+    assert len(np.unique(pairs[1])) == pairs.shape[1]
+
+
+@pytest.mark.parametrize('connectivity', [4, 8])
+def test_stitch_labels_exact(connectivity):
+    import dask
+    import dask.array as da
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(7)
+    field = gaussian_filter(rng.normal(size=(300, 260)), 3)
+    classes = np.where(field > 0.02, 1, 0).astype(np.uint8)
+    classes[field > 0.06] = 2  # a second colour inside the first
+    # a thin diagonal snake through many chunks: small in every chunk,
+    # large as a whole, joined only through diagonal corner contacts
+    for t in range(250):
+        classes[t, t] = 3
+    classes[5, 200:206] = 3  # a small object, removed by n_pixels
+    n_pixels = 20
+    ref = _reference_labels(classes, connectivity, n_pixels)
+    with dask.config.set(scheduler='synchronous'):
+        labels, n = stitch_labels(da.from_array(classes, chunks=(64, 50)),
+                                  connectivity=connectivity,
+                                  n_pixels=n_pixels)
+        labels = labels.compute()
+    assert n == len(np.unique(ref)) - 1 == labels.max()
+    assert_same_partition(labels, ref)
+    snake = labels[np.arange(250), np.arange(250)]
+    if connectivity == 8:
+        assert len(np.unique(snake)) == 1
+        assert snake[0] > 0
+    else:
+        assert snake.max() == 0  # single pixels: below n_pixels
+
+
+def test_detect_mosaic_equals_in_memory():
+    """Chunked inference + stitching == in-memory detection (real model)."""
+    inference = pytest.importorskip('astro_deepcolor.inference')
+    import dask
+    import dask.array as da
+
+    from astro_deepcolor.batch import detect_mosaic
+
+    try:
+        finder = inference.DeepColorSegmentation(threshold=0.5, n_pixels=5)
+        sim = simulate_image((384, 384), seed=3, density=2.0)
+        segm = finder(sim.data)
+    except Exception as exc:
+        pytest.skip(f'deep-coloring finder unavailable: {exc}')
+    with dask.config.set(scheduler='synchronous'):
+        labels, n = detect_mosaic(da.from_array(sim.data, chunks=192), finder)
+        labels = labels.compute()
+    assert segm is not None
+    assert n == segm.nlabels
+    assert_same_partition(labels, segm.data)
