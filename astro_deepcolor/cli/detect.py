@@ -1,0 +1,392 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+r"""
+``astro-deepcolor detect``: detect sources in FITS images.
+
+One image::
+
+    astro-deepcolor detect image.fits --catalog cat.ecsv \\
+        --segmentation segm.fits --regions sources.reg
+
+writes a catalogue (ECSV or FITS, chosen by the extension; sky
+coordinates when the image has a celestial WCS), a segmentation image
+(int32, with the input header and WCS) and DS9 regions. Existing files
+are never replaced without ``--overwrite``; every file is written under a
+temporary name and renamed into place when complete.
+
+Several inputs, directories, globs or ``--out DIR`` switch to the batch
+mode of `astro_deepcolor.batch.run_cli` (Dask, resumable manifest).
+"""
+
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ['add_parser', 'run']
+
+# Input-header keywords that describe the data layout, not the sky, and so
+# must not be copied into the segmentation image.
+_STRUCTURAL = ('SIMPLE', 'XTENSION', 'BITPIX', 'NAXIS', 'NAXIS1', 'NAXIS2',
+               'NAXIS3', 'EXTEND', 'PCOUNT', 'GCOUNT', 'BSCALE', 'BZERO',
+               'BLANK', 'BUNIT', 'CHECKSUM', 'DATASUM', 'ZIMAGE', 'ZBITPIX',
+               'ZNAXIS', 'ZNAXIS1', 'ZNAXIS2', 'ZTILE1', 'ZTILE2', 'ZCMPTYPE',
+               'ZQUANTIZ', 'ZDITHER0', 'DATAMIN', 'DATAMAX', 'SATURATE',
+               'EXTNAME', 'EXTVER')
+
+_CATALOG_FORMATS = {'.ecsv': 'ascii.ecsv', '.fits': 'fits', '.fit': 'fits',
+                    '.fts': 'fits', '.fits.gz': 'fits'}
+
+#: Images larger than this (pixels) get a progress bar unless --quiet.
+_PROGRESS_PIXELS = 16_000_000
+
+
+def add_parser(parser):
+    """
+    Declare the arguments of ``astro-deepcolor detect``.
+
+    Parameters
+    ----------
+    parser : `argparse.ArgumentParser`
+        The subcommand's parser.
+    """
+    parser.add_argument('inputs', nargs='+', metavar='IMAGE',
+                        help='FITS image(s); several inputs, directories or '
+                             'globs use the batch mode (with --out)')
+    parser.add_argument('--hdu', default=None,
+                        help='HDU number or EXTNAME (default: first image HDU)')
+    parser.add_argument('--mask', default=None, metavar='MASK.fits',
+                        help='FITS mask image, non-zero = bad pixel')
+    parser.add_argument('--threshold', type=float, default=0.5,
+                        help='foreground probability threshold in [0, 1] '
+                             '(default: %(default)s)')
+    parser.add_argument('--n-pixels', type=int, default=5, dest='n_pixels',
+                        help='minimum source area in pixels (default: %(default)s)')
+    parser.add_argument('--connectivity', type=int, choices=(4, 8), default=8,
+                        help='pixel connectivity (default: %(default)s)')
+    parser.add_argument('--model', default=None, metavar='MODEL.onnx',
+                        help='ONNX model file (default: the shipped model)')
+    parser.add_argument('--backend', choices=('auto', 'onnxruntime', 'torch'),
+                        default='auto', help='inference backend (default: auto)')
+    parser.add_argument('--device', choices=('auto', 'cpu', 'cuda'),
+                        default='auto', help='device (default: auto)')
+    parser.add_argument('--tile-size', type=int, default=1024, dest='tile_size',
+                        help='network tile size in pixels (default: %(default)s)')
+    parser.add_argument('--batch-size', type=int, default=None, dest='batch_size',
+                        help='tiles per network call (default: 1)')
+    parser.add_argument('--catalog', default=None, metavar='CAT.ecsv|CAT.fits',
+                        help='output catalogue (format from the extension)')
+    parser.add_argument('--segmentation', default=None, metavar='SEGM.fits',
+                        help='output segmentation image')
+    parser.add_argument('--regions', default=None, metavar='SOURCES.reg',
+                        help='output DS9 region file')
+    parser.add_argument('--region-shape', choices=('ellipse', 'point'),
+                        default='ellipse', dest='region_shape',
+                        help='shape of the DS9 regions (default: ellipse, '
+                             '3 x the moment semi-axes)')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace existing output files')
+    parser.add_argument('--quiet', action='store_true',
+                        help='no progress bar or summary line')
+    batch = parser.add_argument_group('batch mode (several inputs or --out)')
+    batch.add_argument('--out', default=None, metavar='DIR',
+                       help='output directory: one catalogue per image and a '
+                            'merged catalogue')
+    batch.add_argument('--scheduler', default=None, metavar='ADDRESS',
+                       help='address of an existing Dask scheduler')
+    batch.add_argument('--workers', type=int, default=None,
+                       help='number of local Dask workers')
+    batch.add_argument('--format', default=None, dest='catalog_format',
+                       choices=('fits', 'ecsv', 'parquet'),
+                       help='catalogue format in batch mode')
+    batch.add_argument('--write-segmentation', action='store_true',
+                       dest='write_segmentation',
+                       help='also write segmentation images in batch mode')
+
+
+def _check_output_path(path, option):
+    if path is None:
+        return None
+    path = Path(path)
+    if path.is_dir():
+        msg = f'{option} {str(path)!r} is a directory, not a file'
+        raise IsADirectoryError(msg)
+    return path
+
+
+def _catalog_format(path):
+    name = path.name.lower()
+    for suffix, fmt in _CATALOG_FORMATS.items():
+        if name.endswith(suffix):
+            return fmt
+    msg = (f'--catalog {str(path)!r}: unknown format; use a .ecsv or .fits '
+           'file name')
+    raise ValueError(msg)
+
+
+def _read_image(path, hdu):
+    """Return (data, header, hdu index) of the image HDU."""
+    from astropy.io import fits
+
+    path = Path(path)
+    if not path.exists():
+        msg = f'input file {str(path)!r} does not exist'
+        raise FileNotFoundError(msg)
+    if path.is_dir():
+        msg = f'input {str(path)!r} is a directory; use --out DIR for batch mode'
+        raise IsADirectoryError(msg)
+    try:
+        hdul = fits.open(path, memmap=False, lazy_load_hdus=False)
+    except (OSError, ValueError, TypeError) as exc:
+        msg = f'{str(path)!r} is not a readable FITS file ({exc})'
+        raise ValueError(msg) from None
+    with hdul:
+        if hdu is None:
+            index = next((i for i, h in enumerate(hdul)
+                          if getattr(h, 'is_image', False) and h.header.get('NAXIS', 0) >= 2),
+                         None)
+            if index is None:
+                msg = f'{str(path)!r} has no image HDU'
+                raise ValueError(msg)
+        else:
+            index = int(hdu) if str(hdu).lstrip('-').isdigit() else hdu
+            try:
+                hdul[index]
+            except (IndexError, KeyError):
+                msg = f'--hdu {hdu!r}: {str(path)!r} has no such HDU ({len(hdul)} HDUs)'
+                raise ValueError(msg) from None
+        h = hdul[index]
+        if not getattr(h, 'is_image', False) or h.data is None:
+            msg = f'HDU {index!r} of {str(path)!r} has no image data (--hdu)'
+            raise ValueError(msg)
+        data = h.data
+        if data.ndim > 2 and all(s == 1 for s in data.shape[:-2]):
+            data = data.reshape(data.shape[-2:])
+        if data.ndim != 2:
+            msg = (f'HDU {index} of {str(path)!r} is not a 2D image (shape '
+                   f'{data.shape!r}); select one with --hdu')
+            raise ValueError(msg)
+        return np.asarray(data), h.header.copy(), index
+
+
+def _read_mask(path, shape):
+    from astropy.io import fits
+
+    path = Path(path)
+    if not path.exists():
+        msg = f'--mask file {str(path)!r} does not exist'
+        raise FileNotFoundError(msg)
+    try:
+        with fits.open(path, memmap=False) as hdul:
+            h = next((h for h in hdul if getattr(h, 'is_image', False)
+                      and h.data is not None), None)
+            mask = None if h is None else np.asarray(h.data)
+    except (OSError, ValueError, TypeError) as exc:
+        msg = f'--mask {str(path)!r} is not a readable FITS file ({exc})'
+        raise ValueError(msg) from None
+    if mask is None:
+        msg = f'--mask {str(path)!r} has no image HDU'
+        raise ValueError(msg)
+    if mask.shape != shape:
+        msg = (f'--mask {str(path)!r} has shape {mask.shape!r}, the image '
+               f'{shape!r}')
+        raise ValueError(msg)
+    return mask != 0
+
+
+def _celestial_wcs(header):
+    from astropy.wcs import WCS, FITSFixedWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', FITSFixedWarning)
+        try:
+            wcs = WCS(header, naxis=2)
+        except Exception:
+            return None
+    if not wcs.has_celestial:
+        return None
+    return wcs
+
+
+def _segmentation_hdu(segm_data, header, info):
+    from astropy.io import fits
+
+    out = fits.Header()
+    for card in header.cards:
+        key = card.keyword
+        if key in _STRUCTURAL or key.startswith(('NAXIS', 'ZNAXIS', 'ZTILE')):
+            continue
+        if key == 'COMMENT':
+            out.add_comment(str(card.value))
+        elif key == 'HISTORY':
+            out.add_history(str(card.value))
+        elif key:
+            out.append((key, card.value, card.comment))
+    hdu = fits.PrimaryHDU(segm_data, header=out)
+    hdu.header['EXTNAME'] = ('SEGMENTATION', 'deep-coloring source labels')
+    for key, value, comment in info:
+        hdu.header[key] = (value, comment)
+    hdu.header.add_history('Segmentation by astro_deepcolor detect')
+    return hdu
+
+
+def _empty_catalog(has_wcs):
+    from astropy.table import QTable
+
+    from astro_deepcolor.catalog import DEFAULT_COLUMNS
+
+    cols = [c for c in DEFAULT_COLUMNS if has_wcs or c != 'sky_centroid']
+    table = QTable()
+    for name in cols:
+        if name == 'sky_centroid':
+            table['ra'] = np.zeros(0)
+            table['dec'] = np.zeros(0)
+            continue
+        dtype = np.int64 if name == 'label' or name.startswith('bbox') else np.float64
+        table[name] = np.zeros(0, dtype=dtype)
+    return table
+
+
+def _write_catalog(table, path, overwrite):
+    from astropy.io.fits.verify import VerifyWarning
+
+    from astro_deepcolor.utils._io import atomic_path
+
+    fmt = _catalog_format(path)
+    table = table.copy()
+    if fmt == 'fits':
+        # FITS headers only take scalars; keep the provenance as strings.
+        table.meta = {k: (v if isinstance(v, (str, int, float, bool)) else str(v))
+                      for k, v in table.meta.items()}
+    with (atomic_path(path, overwrite=overwrite, name='catalogue') as tmp,
+          warnings.catch_warnings()):
+        # Long meta keys become HIERARCH cards in FITS, which is fine.
+        warnings.simplefilter('ignore', VerifyWarning)
+        table.write(tmp, format=fmt)
+
+
+def _write_regions(table, path, shape, overwrite):
+    from regions import EllipsePixelRegion, PixCoord, PointPixelRegion, Regions
+
+    from astro_deepcolor.utils._io import atomic_path
+
+    regs = []
+    for row in table:
+        center = PixCoord(float(row['x_centroid']), float(row['y_centroid']))
+        meta = {'label': str(int(row['label']))}
+        if shape == 'point':
+            regs.append(PointPixelRegion(center, meta=meta))
+            continue
+        a = float(np.nan_to_num(getattr(row['semimajor_axis'], 'value',
+                                        row['semimajor_axis']), nan=1.0))
+        b = float(np.nan_to_num(getattr(row['semiminor_axis'], 'value',
+                                        row['semiminor_axis']), nan=1.0))
+        angle = row['orientation']
+        regs.append(EllipsePixelRegion(center, width=max(6 * a, 1.0),
+                                       height=max(6 * b, 1.0), angle=angle,
+                                       meta=meta))
+    with atomic_path(path, overwrite=overwrite, name='region') as tmp:
+        Regions(regs).write(str(tmp), format='ds9')
+
+
+def _run_batch(args):
+    try:
+        from astro_deepcolor.batch import run_cli
+    except ImportError as exc:
+        msg = ('batch mode (several inputs or --out) needs '
+               f'astro_deepcolor.batch, which cannot be imported: {exc}')
+        raise ValueError(msg) from None
+    return run_cli(args)
+
+
+def run(args):
+    """
+    Run ``astro-deepcolor detect``.
+
+    Parameters
+    ----------
+    args : `argparse.Namespace`
+        Parsed arguments (see `add_parser`).
+
+    Returns
+    -------
+    status : int
+        0 on success.
+    """
+    if len(args.inputs) > 1 or args.out is not None:
+        return _run_batch(args)
+    from photutils.utils.exceptions import NoDetectionsWarning
+
+    from astro_deepcolor.inference import DeepColorSegmentation
+    from astro_deepcolor.utils._io import check_writable
+
+    catalog = _check_output_path(args.catalog, '--catalog')
+    segmentation = _check_output_path(args.segmentation, '--segmentation')
+    regions = _check_output_path(args.regions, '--regions')
+    if catalog is None and segmentation is None and regions is None:
+        msg = 'nothing to write: give --catalog, --segmentation and/or --regions'
+        raise ValueError(msg)
+    if catalog is not None:
+        _catalog_format(catalog)
+    # Refuse to clobber before spending time on detection.
+    for path, name in ((catalog, 'catalogue'), (segmentation, 'segmentation'),
+                       (regions, 'region')):
+        if path is not None:
+            check_writable(path, overwrite=args.overwrite, name=name)
+    if len({p.resolve() for p in (catalog, segmentation, regions)
+            if p is not None}) < sum(p is not None for p in
+                                     (catalog, segmentation, regions)):
+        msg = '--catalog, --segmentation and --regions must be different files'
+        raise ValueError(msg)
+
+    data, header, index = _read_image(args.inputs[0], args.hdu)
+    mask = _read_mask(args.mask, data.shape) if args.mask else None
+    wcs = _celestial_wcs(header)
+    progress = not args.quiet and data.size > _PROGRESS_PIXELS
+    finder = DeepColorSegmentation(
+        threshold=args.threshold, n_pixels=args.n_pixels, model=args.model,
+        connectivity=args.connectivity, backend=args.backend,
+        device=args.device, tile_shape=args.tile_size,
+        batch_size=args.batch_size or 1, progress_bar=progress)
+    background, rms = finder.estimate_background(data, mask)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', NoDetectionsWarning)
+        segm = finder(data, mask, background=background, rms=rms)
+
+    n_sources = 0 if segm is None else segm.n_labels
+    if segm is None:
+        table = _empty_catalog(wcs is not None)
+    else:
+        table = finder.catalog(data, segm, error=rms, wcs=wcs,
+                               background=background, mask=mask)
+        if wcs is None and 'sky_centroid' in table.colnames:
+            table.remove_column('sky_centroid')
+        table.meta['error'] = 'background rms only (no source Poisson noise)'
+    table.meta['image'] = str(args.inputs[0])
+    table.meta['hdu'] = index if isinstance(index, int) else str(index)
+    table.meta['threshold'] = finder.threshold
+    table.meta['n_pixels'] = finder.n_pixels
+    table.meta['model'] = str(finder.model.path)
+
+    if segmentation is not None:
+        from astro_deepcolor.utils._io import atomic_path
+
+        segm_data = (np.zeros(data.shape, dtype=np.int32) if segm is None
+                     else segm.data.astype(np.int32, copy=False))
+        info = [('DCTHRESH', finder.threshold, 'deep-coloring probability threshold'),
+                ('DCNPIX', finder.n_pixels, 'minimum source area (pixels)'),
+                ('DCNSRC', n_sources, 'number of sources'),
+                ('DCMODEL', Path(finder.model.path).name, 'model file'),
+                ('DCHDU', str(index), 'input HDU')]
+        hdu = _segmentation_hdu(segm_data, header, info)
+        with atomic_path(segmentation, overwrite=args.overwrite,
+                         name='segmentation') as tmp:
+            hdu.writeto(tmp)
+    if catalog is not None:
+        _write_catalog(table, catalog, args.overwrite)
+    if regions is not None:
+        _write_regions(table, regions, args.region_shape, args.overwrite)
+    if not args.quiet:
+        print(f'{args.inputs[0]}: {n_sources} sources '
+              f'({finder.backend_description})', file=sys.stderr)
+    return 0
