@@ -67,10 +67,10 @@ class NoiseChiselDetector(BaseDetector):
         Returns
         -------
         settings : list of tuple
-            ``(qthresh, snquant)`` pairs: qthresh 0.1 to 0.6 by 0.05 for
+            ``(qthresh, snquant)`` pairs: qthresh 0.1 to 0.6 by 0.1 for
             snquant 0.9, 0.99 and 0.999.
         """
-        q = np.round(np.arange(0.1, 0.601, 0.05), 3)
+        q = np.round(np.arange(0.1, 0.601, 0.1), 3)
         return [(float(a), s) for s in (0.9, 0.99, 0.999) for a in q]
 
     def _tile_options(self, shape):

@@ -54,9 +54,11 @@ class PhotutilsDetector(BaseDetector):
         from photutils.background import Background2D, SExtractorBackground
 
         data, bad = prepare_image(data, mask, dtype=np.float64)
-        box = min(self.box_size, *data.shape)
+        # at least 4 boxes per axis on small cutouts
+        box = max(8, min(self.box_size, min(data.shape) // 4))
         bkg = Background2D(data, box, mask=bad if bad.any() else None,
                            filter_size=self.filter_size,
+                           exclude_percentile=50.0,
                            bkg_estimator=SExtractorBackground())
         sub = data - bkg.background
         sub[bad] = 0

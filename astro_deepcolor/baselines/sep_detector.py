@@ -40,6 +40,12 @@ class SepDetector(BaseDetector):
     clean : bool, optional
         SExtractor's cleaning (remove detections explained by a bright
         neighbour's wings).
+    filter_type : {'conv', 'matched'}, optional
+        ``'conv'`` (default) thresholds the filtered image at ``threshold``
+        times the unfiltered background RMS, exactly as SExtractor does, so
+        thresholds mean the same for sep and SExtractor; ``'matched'``
+        thresholds the matched-filter signal-to-noise instead (a much
+        deeper cut at the same number).
     """
 
     name = 'sep'
@@ -47,7 +53,8 @@ class SepDetector(BaseDetector):
 
     def __init__(self, *, fwhm=3.0, n_pixels=5, deblend=True,
                  kernel='gaussian', box_size=64, filter_size=3,
-                 deblend_nthresh=32, deblend_cont=0.005, clean=True):
+                 deblend_nthresh=32, deblend_cont=0.005, clean=True,
+                 filter_type='conv'):
         super().__init__(fwhm=fwhm, n_pixels=n_pixels, deblend=deblend)
         if isinstance(kernel, str) and kernel not in ('gaussian', 'default'):
             msg = f"kernel must be 'gaussian', 'default' or an array, got {kernel!r}"
@@ -58,6 +65,10 @@ class SepDetector(BaseDetector):
         self.deblend_nthresh = int(deblend_nthresh)
         self.deblend_cont = float(deblend_cont) if deblend else 1.0
         self.clean = bool(clean)
+        if filter_type not in ('conv', 'matched'):
+            msg = f"filter_type must be 'conv' or 'matched', got {filter_type!r}"
+            raise ValueError(msg)
+        self.filter_type = filter_type
 
     @classmethod
     def _check_available(cls):
@@ -94,7 +105,7 @@ class SepDetector(BaseDetector):
             objects, segmap = sep.extract(
                 state['sub'], float(threshold), err=state['rms'],
                 mask=state['mask'], minarea=self.n_pixels,
-                filter_kernel=self._filter_kernel(), filter_type='matched',
+                filter_kernel=self._filter_kernel(), filter_type=self.filter_type,
                 deblend_nthresh=self.deblend_nthresh,
                 deblend_cont=self.deblend_cont, clean=self.clean,
                 segmentation_map=True)
