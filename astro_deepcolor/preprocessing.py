@@ -65,41 +65,49 @@ def _check_mask(mask, shape):
 
 
 def _choose_step(box_size, subsample):
-    """Sub-grid step so that each mesh keeps >= ~1000 samples."""
+    """
+    Sub-grid steps ``(step_y, step_x)`` for the mesh statistics.
+
+    'auto' keeps at least ~1000 samples per mesh: rows are decimated
+    first (cheap strided copy), then columns.
+    """
     if subsample == 'auto':
-        step = 1
-        while (box_size // (2 * step)) ** 2 >= 1000 and box_size % (2 * step) == 0:
-            step *= 2
-        return step
+        sy = sx = 1
+        while box_size % (2 * sy) == 0 and (box_size // (2 * sy)) * (box_size // sx) >= 1000:
+            sy *= 2
+            if box_size % (2 * sx) == 0 and (box_size // sy) * (box_size // (2 * sx)) >= 1000:
+                sx *= 2
+        return sy, sx
     step = check_positive_int(subsample, 'subsample')
     if box_size % step:
         msg = (f'subsample must divide box_size ({box_size}), got {subsample!r}')
         raise ValueError(msg)
-    return step
+    return step, step
 
 
-def _mesh_samples(data, mask, box_size, step):
+def _mesh_samples(data, mask, box_size, steps):
     """
     Return an array (n_meshes_y, n_meshes_x, n_samples) of float32 samples.
 
     Masked and non-finite pixels are NaN; the partial meshes at the top and
     right edges are padded with NaN.
     """
-    sub = np.asarray(data[::step, ::step], dtype=np.float32)
+    sy, sx = steps
+    sub = np.asarray(data[::sy, ::sx], dtype=np.float32)
     if mask is not None:
         if np.may_share_memory(sub, data):
             sub = sub.copy()
-        sub[mask[::step, ::step]] = np.nan
-    b = box_size // step
+        sub[mask[::sy, ::sx]] = np.nan
+    by, bx = box_size // sy, box_size // sx
     ny, nx = sub.shape
-    nby, nbx = -(-ny // b), -(-nx // b)
-    if (nby * b, nbx * b) != (ny, nx):
-        padded = np.full((nby * b, nbx * b), np.nan, dtype=np.float32)
+    nby, nbx = -(-ny // by), -(-nx // bx)
+    if (nby * by, nbx * bx) != (ny, nx):
+        padded = np.full((nby * by, nbx * bx), np.nan, dtype=np.float32)
         padded[:ny, :nx] = sub
         sub = padded
-    # (nby, b, nbx, b) -> (nby, nbx, b*b): one row of samples per mesh.
-    return sub.reshape(nby, b, nbx, b).transpose(0, 2, 1, 3).reshape(
-        nby, nbx, b * b)
+    # (nby, by, nbx, bx) -> (nby, nbx, by*bx): one row of samples per mesh.
+    return sub.reshape(nby, by, nbx, bx).transpose(0, 2, 1, 3).reshape(
+        nby, nbx, by * bx)
 
 
 def _row_searchsorted(srt, n_valid, values, side):
@@ -239,8 +247,9 @@ def estimate_background(data, mask=None, *, box_size=64, filter_size=3,
     subsample : int or 'auto', optional
         Use every ``subsample``-th pixel along each axis for the mesh
         statistics (must divide ``box_size``). 'auto' keeps at least about
-        1000 samples per mesh, which is statistically plenty and 4-16 times
-        faster than using every pixel.
+        1000 samples per mesh (every other row and column for 64-pixel
+        meshes): the clipped-mode noise is then ~0.05 sigma per mesh before
+        the median filter, at a quarter of the cost of using every pixel.
     min_fraction : float, optional
         A mesh is bad (filled from its neighbours) when less than this
         fraction of its samples is valid.

@@ -1,0 +1,255 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""Tests of the deep-coloring loss on hand-made label maps."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip('torch')
+
+from astro_deepcolor.training.data import (  # noqa: E402
+    collate,
+    halo_pairs_from_labels,
+)
+from astro_deepcolor.training.loss import (  # noqa: E402
+    DeepColoringLoss,
+    deep_coloring_loss,
+)
+
+
+def _brute_force_colors(probs, labels, halo_pix, halo_src, mu):
+    """Reference colour assignment: a Python loop over sources."""
+    p = probs.detach().numpy()
+    k1 = p.shape[1]
+    flat = p.transpose(0, 2, 3, 1).reshape(-1, k1)
+    lab = labels.numpy().ravel()
+    hp, hs = halo_pix.numpy(), halo_src.numpy()
+    colors = {}
+    for k in np.unique(lab[lab > 0]):
+        fp = flat[lab == k, 1:]
+        crit = np.log(fp).mean(axis=0)
+        halo = flat[hp[hs == k], 1:]
+        if len(halo):
+            crit = crit + mu * np.log(1 - halo).mean(axis=0)
+        colors[int(k)] = int(np.argmax(crit))
+    return colors
+
+
+def _random_case(seed, n_sources=30, shape=(2, 48, 48)):
+    rng = np.random.default_rng(seed)
+    b, h, w = shape
+    labels = np.zeros(shape, np.int64)
+    k = 0
+    for i in range(b):
+        for _ in range(n_sources // b):
+            k += 1
+            y, x = rng.integers(2, h - 4), rng.integers(2, w - 4)
+            labels[i, y:y + rng.integers(2, 5), x:x + rng.integers(2, 5)] = k
+    samples = [(np.zeros((h, w), np.float32), labels[i]) for i in range(b)]
+    batch = collate(samples, halo_radius=3)
+    logits = torch.from_numpy(rng.normal(0, 2, (b, 6, h, w)).astype(np.float32))
+    return logits, batch
+
+
+@pytest.mark.parametrize('mu', [0.0, 1.0, 5.0])
+def test_colors_match_brute_force(mu):
+    logits, batch = _random_case(1)
+    labels = torch.from_numpy(batch['labels'])
+    hpix = torch.from_numpy(batch['halo_pix'])
+    hsrc = torch.from_numpy(batch['halo_src'])
+    _, det = deep_coloring_loss(logits, labels, hpix, hsrc, mu=mu,
+                                return_details=True)
+    ref = _brute_force_colors(torch.softmax(logits, 1), labels, hpix, hsrc, mu)
+    got = dict(zip(det['source_ids'].tolist(), det['colors'].tolist(),
+                   strict=True))
+    # Sources partially overwritten by later ones keep their surviving pixels.
+    assert got == ref
+    assert len(got) > 10
+
+
+def test_loss_value_by_hand():
+    # One 2x2 source, everything else background; uniform probabilities.
+    labels = torch.zeros(1, 4, 4, dtype=torch.int64)
+    labels[0, :2, :2] = 1
+    probs = torch.full((1, 3, 4, 4), 1 / 3)
+    loss = deep_coloring_loss(probs, labels, torch.zeros(0, dtype=torch.int64),
+                              torch.zeros(0, dtype=torch.int64),
+                              from_logits=False, fg_weight=0.25)
+    assert float(loss) == pytest.approx(np.log(3), rel=1e-6)
+    # Perfect background, source at 0.5 in its best colour.
+    probs = torch.zeros(1, 3, 4, 4)
+    probs[0, 0] = 1.0
+    probs[0, :, :2, :2] = torch.tensor([0.2, 0.5, 0.3])[:, None, None]
+    loss = deep_coloring_loss(probs, labels, torch.zeros(0, dtype=torch.int64),
+                              torch.zeros(0, dtype=torch.int64),
+                              from_logits=False, fg_weight=0.25)
+    assert float(loss) == pytest.approx(0.25 * np.log(2), rel=1e-4)
+
+
+def _two_touching():
+    labels = torch.zeros(1, 16, 16, dtype=torch.int64)
+    labels[0, 5:10, 3:8] = 1
+    labels[0, 5:10, 8:12] = 2
+    pix, src = halo_pairs_from_labels(labels[0].numpy(), 3)
+    return labels, torch.from_numpy(pix), torch.from_numpy(src)
+
+
+def test_touching_sources_get_different_colors_when_halo_dominates():
+    labels, hpix, hsrc = _two_touching()
+    # Both sources are currently predicted in colour 1; source 1 more
+    # strongly. Elsewhere the colours are weak.
+    probs = torch.full((1, 4, 16, 16), 0.02)
+    probs[0, 0] = 0.94
+    probs[0, :, labels[0] == 1] = torch.tensor([0.02, 0.9, 0.05, 0.03])[:, None]
+    probs[0, :, labels[0] == 2] = torch.tensor([0.1, 0.6, 0.2, 0.1])[:, None]
+    empty = (hpix, hsrc)
+    _, det0 = deep_coloring_loss(probs, labels, *empty, mu=0.0,
+                                 from_logits=False, return_details=True)
+    assert det0['colors'].tolist() == [0, 0]  # same colour without halo
+    _, det5 = deep_coloring_loss(probs, labels, *empty, mu=5.0,
+                                 from_logits=False, return_details=True)
+    c1, c2 = det5['colors'].tolist()
+    assert c1 == 0  # the confident source keeps colour 1
+    assert c2 != c1
+
+
+def test_training_separates_touching_sources():
+    # Free per-pixel logits trained with the loss: the two touching
+    # sources must end up in different colours, and the loss must drop.
+    labels, hpix, hsrc = _two_touching()
+    torch.manual_seed(0)
+    logits = torch.zeros(1, 4, 16, 16)
+    # Both start in colour 1, source 1 more confidently than source 2.
+    logits[0, 1, labels[0] == 1] = 4.0
+    logits[0, 1, labels[0] == 2] = 1.0
+    logits = (logits + 0.01 * torch.randn_like(logits)).requires_grad_()
+    opt = torch.optim.Adam([logits], lr=0.1)
+    crit = DeepColoringLoss(mu=5.0)
+    losses = []
+    for _ in range(60):
+        loss = crit(logits, labels, hpix, hsrc)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    colour = logits.detach()[0].argmax(0)
+    c1 = torch.mode(colour[labels[0] == 1]).values.item()
+    c2 = torch.mode(colour[labels[0] == 2]).values.item()
+    assert c1 == 1  # the confident source keeps its colour
+    assert c2 not in (0, 1)
+    assert losses[-1] < 0.3 * losses[0]
+
+
+def test_optimizer_steps_reduce_loss_with_unet():
+    from astro_deepcolor.model.config import ModelConfig
+    from astro_deepcolor.model.unet import UNet
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    h = w = 32
+    labels = np.zeros((2, h, w), np.int64)
+    images = rng.normal(0, 1, (2, h, w)).astype(np.float32)
+    yy, xx = np.mgrid[0:h, 0:w]
+    k = 0
+    for i in range(2):
+        for cy, cx in ((8, 8), (20, 24), (24, 10)):
+            k += 1
+            r2 = (yy - cy) ** 2 + (xx - cx) ** 2
+            images[i] += 30 * np.exp(-r2 / 8)
+            labels[i][r2 <= 6] = k
+    batch = collate([(images[i], labels[i]) for i in range(2)], 4)
+    net = UNet(ModelConfig(width=4, depth=2, n_colors=3))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    crit = DeepColoringLoss(mu=5.0)
+    x = torch.from_numpy(batch['image'])
+    args = [torch.from_numpy(batch[k]) for k in ('labels', 'halo_pix', 'halo_src')]
+    losses = []
+    for _ in range(15):
+        loss = crit(net(x), *args)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_no_sources_and_no_halo():
+    logits = torch.randn(2, 6, 8, 8, requires_grad=True)
+    labels = torch.zeros(2, 8, 8, dtype=torch.int64)
+    empty = torch.zeros(0, dtype=torch.int64)
+    loss = deep_coloring_loss(logits, labels, empty, empty)
+    expected = -torch.log_softmax(logits, 1)[:, 0].mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    loss.backward()
+    assert torch.isfinite(logits.grad).all()
+    # A source without halo pairs: only the footprint term decides.
+    labels[0, 2:4, 2:4] = 7
+    loss, det = deep_coloring_loss(logits, labels, empty, empty,
+                                   return_details=True)
+    mean_logp = torch.log_softmax(logits, 1)[0, 1:, 2:4, 2:4].mean((1, 2))
+    assert det['colors'].tolist() == [int(mean_logp.argmax())]
+    assert torch.isfinite(loss)
+
+
+def test_all_foreground_and_ignored():
+    logits = torch.randn(1, 3, 4, 4)
+    labels = torch.ones(1, 4, 4, dtype=torch.int64)
+    empty = torch.zeros(0, dtype=torch.int64)
+    loss, det = deep_coloring_loss(logits, labels, empty, empty,
+                                   return_details=True)
+    assert det['n_bg'] == 0
+    assert torch.isfinite(loss)
+    # Ignored pixels (label < 0) carry no loss at all.
+    labels = torch.full((1, 4, 4), -1, dtype=torch.int64)
+    labels[0, 0, 0] = 0
+    loss = deep_coloring_loss(logits, labels, empty, empty)
+    assert float(loss) == pytest.approx(
+        float(-torch.log_softmax(logits, 1)[0, 0, 0, 0]), rel=1e-6)
+
+
+def test_min_area_ignores_small_footprints():
+    logits = torch.randn(1, 3, 8, 8)
+    labels = torch.zeros(1, 8, 8, dtype=torch.int64)
+    labels[0, 0, 0] = 1  # 1 px
+    labels[0, 4:7, 4:7] = 2  # 9 px
+    empty = torch.zeros(0, dtype=torch.int64)
+    _, det = deep_coloring_loss(logits, labels, empty, empty, min_area=5,
+                                return_details=True)
+    assert det['source_ids'].tolist() == [2]
+    assert det['n_fg'] == 9
+    assert det['n_bg'] == 64 - 10
+
+
+def test_many_sources_fast():
+    # Hundreds of sources per image: the loss must stay vectorised.
+    import time
+
+    rng = np.random.default_rng(3)
+    labels = np.zeros((4, 128, 128), np.int64)
+    k = 0
+    for i in range(4):
+        for _ in range(300):
+            k += 1
+            y, x = rng.integers(0, 125, 2)
+            labels[i, y:y + 3, x:x + 3] = k
+    batch = collate([(np.zeros((128, 128), np.float32), labels[i])
+                     for i in range(4)], 8)
+    args = [torch.from_numpy(batch[k]) for k in ('labels', 'halo_pix', 'halo_src')]
+    logits = torch.randn(4, 6, 128, 128)
+    t0 = time.perf_counter()
+    loss, det = deep_coloring_loss(logits, *args, return_details=True)
+    assert time.perf_counter() - t0 < 2.0
+    assert det['source_ids'].numel() > 800
+    assert torch.isfinite(loss)
+
+
+def test_bad_inputs():
+    empty = torch.zeros(0, dtype=torch.int64)
+    with pytest.raises(ValueError, match='output must be'):
+        deep_coloring_loss(torch.zeros(3, 4, 4), torch.zeros(3, 4, 4), empty, empty)
+    with pytest.raises(ValueError, match='labels must have shape'):
+        deep_coloring_loss(torch.zeros(1, 3, 4, 4), torch.zeros(1, 5, 4),
+                           empty, empty)
+    with pytest.raises(ValueError, match='mu must be'):
+        DeepColoringLoss(mu=-1)
+    with pytest.raises(ValueError, match='fg_weight must be'):
+        DeepColoringLoss(fg_weight=1.5)
