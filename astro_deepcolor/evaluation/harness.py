@@ -41,6 +41,7 @@ __all__ = [
     'DeepColorDetector',
     'available_detectors',
     'make_detector',
+    'merge_results',
     'run_sweeps',
     'summarize',
 ]
@@ -90,9 +91,14 @@ class DeepColorDetector:
         self.model = model
 
     @classmethod
-    def unavailable_reason(cls):
+    def unavailable_reason(cls, model=None):
         """
         Why the CNN cannot run (None when it can).
+
+        Parameters
+        ----------
+        model : str or None, optional
+            Model file (None: the shipped default).
 
         Returns
         -------
@@ -101,22 +107,27 @@ class DeepColorDetector:
         try:
             from astro_deepcolor import DeepColorSegmentation  # noqa: F401
             from astro_deepcolor.model import load_model
-            load_model(None)
-        except Exception as exc:
-            return ('astro_deepcolor.inference / the shipped model is not '
-                    f'usable yet: {type(exc).__name__}: {exc}')
+            load_model(model)
+        except Exception as exc:  # any failure at all means "skip the CNN"
+            return ('the CNN (astro_deepcolor.inference and its model) is not '
+                    f'usable: {type(exc).__name__}: {exc}')
         return None
 
     @classmethod
-    def available(cls):
+    def available(cls, model=None):
         """
         Whether the CNN can run.
+
+        Parameters
+        ----------
+        model : str or None, optional
+            Model file (None: the shipped default).
 
         Returns
         -------
         available : bool
         """
-        return cls.unavailable_reason() is None
+        return cls.unavailable_reason(model) is None
 
     def _finder(self):
         from astro_deepcolor import DeepColorSegmentation
@@ -164,14 +175,12 @@ class DeepColorDetector:
 
 
 def _detector_classes():
-    from astro_deepcolor.baselines import DETECTORS
-
-    from astro_deepcolor.baselines import SepDetector
+    from astro_deepcolor.baselines import DETECTORS, SepDetector
 
     return {'cnn': DeepColorDetector, **DETECTORS, 'sep_matched': SepDetector}
 
 
-def available_detectors(names=None):
+def available_detectors(names=None, *, model=None):
     """
     Split detector names into runnable ones and skipped ones.
 
@@ -179,6 +188,8 @@ def available_detectors(names=None):
     ----------
     names : iterable of str, optional
         Requested detectors (default: all known).
+    model : str, optional
+        CNN model file (default: the shipped model).
 
     Returns
     -------
@@ -195,7 +206,8 @@ def available_detectors(names=None):
             msg = (f'detectors must be among {sorted(classes)}, got '
                    f'{name!r}')
             raise ValueError(msg)
-        reason = classes[name].unavailable_reason()
+        reason = (classes[name].unavailable_reason(model) if name == 'cnn'
+                  else classes[name].unavailable_reason())
         if reason is None:
             run.append(name)
         else:
@@ -203,7 +215,7 @@ def available_detectors(names=None):
     return run, skipped
 
 
-def make_detector(name, fwhm):
+def make_detector(name, fwhm, *, model=None):
     """
     Build a detector configured as in the benchmark.
 
@@ -214,6 +226,8 @@ def make_detector(name, fwhm):
         ``'sextractor'`` or ``'noisechisel'``.
     fwhm : float
         PSF FWHM of the image, pixels.
+    model : str, optional
+        CNN model file (default: the shipped model).
 
     Returns
     -------
@@ -232,6 +246,8 @@ def make_detector(name, fwhm):
     cls = _detector_classes()[name]
     if name == 'sep_matched':
         return cls(fwhm=fwhm, filter_type='matched')
+    if name == 'cnn':
+        return cls(fwhm=fwhm, model=model)
     return cls(fwhm=fwhm)
 
 
@@ -329,7 +345,7 @@ def _images(regime, n_images, shape, quick):
 
 def run_sweeps(*, regimes=('clean', 'contaminated'), detectors=None,
                n_images=None, shape=None, quick=False, snr_min=SNR_MIN,
-               progress=True, example_detectors=('sep', 'cnn')):
+               progress=True, example_detectors=('sep', 'cnn'), model=None):
     """
     Run every detector's sweep on the test images of each regime.
 
@@ -351,6 +367,8 @@ def run_sweeps(*, regimes=('clean', 'contaminated'), detectors=None,
         Show tqdm progress bars.
     example_detectors : tuple of str, optional
         Detectors whose detections are kept for the example panels.
+    model : str, optional
+        CNN model file (default: the shipped model).
 
     Returns
     -------
@@ -364,7 +382,7 @@ def run_sweeps(*, regimes=('clean', 'contaminated'), detectors=None,
         n_images = 2 if quick else 40
     if shape is None and quick:
         shape = (128, 128)
-    names, skipped = available_detectors(detectors)
+    names, skipped = available_detectors(detectors, model=model)
     if not names:
         msg = f'no detector can run here: {skipped}'
         raise RuntimeError(msg)
@@ -397,7 +415,7 @@ def run_sweeps(*, regimes=('clean', 'contaminated'), detectors=None,
             for name in names:
                 rec = records.setdefault(
                     (regime, name), _Record(thresholds=thresholds_for(name, quick)))
-                det = make_detector(name, fwhm)
+                det = make_detector(name, fwhm, model=model)
                 row = {k: [] for k in ('tp', 'fp', 'fn', 'tp_bright', 'failed',
                                        'deblend_ok', 'fp_class', 'matched')}
                 t0 = time.perf_counter()
@@ -445,6 +463,7 @@ def run_sweeps(*, regimes=('clean', 'contaminated'), detectors=None,
     meta = {'regimes': list(regimes), 'detectors': names, 'quick': bool(quick),
             'n_images': int(n_images), 'shape': None if shape is None else
             list(shape), 'snr_min': float(snr_min),
+            'model': None if model is None else str(model),
             'date': time.strftime('%Y-%m-%dT%H:%M:%S')}
     return BenchmarkResult(records=records, truth=truths, classes=classes,
                            skipped=skipped, examples=examples, meta=meta)
@@ -602,3 +621,46 @@ def summarize(result, *, n_bootstrap=200, seed=0):
         tab.meta.update(result.meta)
         tab.meta['skipped'] = dict(result.skipped)
     return curves, summary, mags, fps
+
+
+def merge_results(first, second):
+    """
+    Merge two `BenchmarkResult` of the same images (e.g. a CNN-only run).
+
+    Parameters
+    ----------
+    first, second : `BenchmarkResult`
+        Results on the same regimes, seeds and image shape; detectors of
+        ``second`` replace those of ``first``.
+
+    Returns
+    -------
+    merged : `BenchmarkResult`
+    """
+    for key in ('n_images', 'shape', 'quick'):
+        if first.meta.get(key) != second.meta.get(key):
+            msg = (f'cannot merge benchmark results with different {key}: '
+                   f'{first.meta.get(key)!r} and {second.meta.get(key)!r}')
+            raise ValueError(msg)
+    records = {**first.records, **second.records}
+    skipped = {k: v for k, v in {**first.skipped, **second.skipped}.items()
+               if not any(k == d for _, d in records)}
+    examples = {}
+    for regime in set(first.examples) | set(second.examples):
+        ex = dict(first.examples.get(regime) or second.examples[regime])
+        ex['detections'] = {**first.examples.get(regime, {}).get('detections', {}),
+                            **second.examples.get(regime, {}).get('detections', {})}
+        examples[regime] = ex
+    meta = dict(first.meta)
+    meta['detectors'] = _order_names({d for _, d in records})
+    meta['regimes'] = list(dict.fromkeys([*first.meta['regimes'],
+                                          *second.meta['regimes']]))
+    meta['model'] = second.meta.get('model') or first.meta.get('model')
+    return BenchmarkResult(records=records, truth={**first.truth, **second.truth},
+                           classes=first.classes, skipped=skipped,
+                           examples=examples, meta=meta)
+
+
+def _order_names(names):
+    return sorted(names, key=lambda n: (DETECTOR_ORDER.index(n)
+                                        if n in DETECTOR_ORDER else 99, n))

@@ -58,10 +58,10 @@ def _read(path, hdu=0):
     return data.astype(data.dtype.newbyteorder('=')).astype(np.float32), header
 
 
-def _detect(name, data, fwhm):
+def _detect(name, data, fwhm, model=None):
     from .harness import make_detector
 
-    det = make_detector(name, fwhm)
+    det = make_detector(name, fwhm, model=model)
     t = REAL_THRESHOLDS[name]
     try:
         _, _, table = next(iter(det.sweep(data, [t])))
@@ -78,7 +78,7 @@ def _row(dataset, name, t, metric, value, n, note=''):
             'metric': metric, 'value': float(value), 'n': int(n), 'note': note}
 
 
-def _check_sep_field(root, names):
+def _check_sep_field(root, names, model):
     rows = []
     path = root / 'sep' / 'image.fits'
     if not path.exists():
@@ -88,7 +88,7 @@ def _check_sep_field(root, names):
     ref_xy = QTable({'x': np.asarray(ref['X_IMAGE'], float) - 1,
                      'y': np.asarray(ref['Y_IMAGE'], float) - 1})
     for name in names:
-        table, t = _detect(name, data, 3.0)
+        table, t = _detect(name, data, 3.0, model)
         if table is None:
             continue
         m = match_sources(ref_xy, table, radius=2.0)
@@ -108,7 +108,7 @@ def _streak_distance(x, y, segs):
     return d
 
 
-def _check_streak(root, names):
+def _check_streak(root, names, model):
     rows = []
     path = root / 'astride' / 'long.fits'
     if not path.exists():
@@ -120,7 +120,7 @@ def _check_streak(root, names):
             v = line.split()
             segs.append(tuple(float(a) for a in v[1:5]))
     for name in names:
-        table, t = _detect(name, data, 3.0)
+        table, t = _detect(name, data, 3.0, model)
         if table is None:
             continue
         d = _streak_distance(np.asarray(table['x'], float),
@@ -132,7 +132,7 @@ def _check_streak(root, names):
     return rows
 
 
-def _check_dq(root, names):
+def _check_dq(root, names, model):
     rows = []
     images = sorted((root / 'legacypipe').glob('testcase*/*_ooi_*.fits'))
     if not images:
@@ -143,7 +143,7 @@ def _check_dq(root, names):
             data, hdr = _read(img, 1)
             dq, _ = _read(Path(str(img).replace('_ooi_', '_ood_')), 1)
             fwhm = float(hdr.get('FWHM', DEFAULT_FWHM) or DEFAULT_FWHM)
-            table, _t = _detect(name, data, fwhm)
+            table, _t = _detect(name, data, fwhm, model)
             if table is None:
                 continue
             ix = np.clip(np.round(np.asarray(table['x'], float)).astype(int), 0,
@@ -159,7 +159,7 @@ def _check_dq(root, names):
     return rows
 
 
-def _check_gaia(root, names):
+def _check_gaia(root, names, model):
     from astropy.wcs import WCS, FITSFixedWarning
 
     rows = []
@@ -180,7 +180,7 @@ def _check_gaia(root, names):
     truth = QTable({'x': x[inside], 'y': y[inside]})
     fwhm = float(hdr.get('FWHM', DEFAULT_FWHM) or DEFAULT_FWHM)
     for name in names:
-        table, t = _detect(name, data, fwhm)
+        table, t = _detect(name, data, fwhm, model)
         if table is None or not len(truth):
             continue
         m = match_sources(truth, table, radius=3.0)
@@ -191,7 +191,7 @@ def _check_gaia(root, names):
     return rows
 
 
-def real_data_checks(names, data_dir=None):
+def real_data_checks(names, data_dir=None, *, model=None):
     """
     Run the real-image checks for the given detectors.
 
@@ -202,6 +202,8 @@ def real_data_checks(names, data_dir=None):
     data_dir : str or `~pathlib.Path`, optional
         The ``real`` folder (default: ``../shared/data/real`` next to the
         repository).
+    model : str, optional
+        CNN model file (default: the shipped model).
 
     Returns
     -------
@@ -214,5 +216,5 @@ def real_data_checks(names, data_dir=None):
     names = list(names)
     rows = []
     for check in (_check_sep_field, _check_streak, _check_dq, _check_gaia):
-        rows += check(root, names)
+        rows += check(root, names, model)
     return QTable(rows=rows) if rows else None

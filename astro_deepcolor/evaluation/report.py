@@ -205,7 +205,10 @@ def plot_examples(result, summary, path):
                     mew=0.6)
             ax.set_title(f'{name} at {label}: {len(table)} detections',
                          fontsize=8)
+        ny, nx = ex['data'].shape
         for ax in row:
+            ax.set_xlim(-0.5, nx - 0.5)
+            ax.set_ylim(-0.5, ny - 0.5)
             ax.set_xticks([])
             ax.set_yticks([])
     fig.tight_layout()
