@@ -37,83 +37,219 @@ def _structure(connectivity):
     return generate_binary_structure(2, 1 if connectivity == 4 else 2)
 
 
-def _label_classes(classes, connectivity):
-    """Label connected components within each class of a block."""
+def _label_colours(colour, connectivity):
+    """
+    Connected components of each colour of a block.
+
+    Numbered like `astro_deepcolor.postprocessing.label_sources` numbers
+    them: colour by colour (ascending), raster order within a colour.
+    """
     from scipy.ndimage import label
 
-    classes = np.asarray(classes)
-    labels = np.zeros(classes.shape, dtype=np.int32)
+    colour = np.asarray(colour)
+    comp = np.zeros(colour.shape, dtype=np.int32)
     structure = _structure(connectivity)
     offset = 0
-    for value in np.unique(classes):
-        if value == 0:
-            continue
-        lab, n = label(classes == value, structure=structure)
-        nonzero = lab > 0
-        labels[nonzero] = lab[nonzero] + offset
+    counts = np.bincount(colour.ravel(), minlength=256)
+    for value in np.flatnonzero(counts[1:]) + 1:
+        sel = colour == value
+        lab, n = label(sel, structure=structure)
+        comp[sel] = lab[sel] + offset
         offset += n
-    return labels, offset
+    return comp, offset
 
 
-def _block_summary(classes, connectivity):
-    """Per-block summary for stitching: counts, areas and edges."""
-    labels, n = _label_classes(classes, connectivity)
-    areas = np.bincount(labels.ravel(), minlength=n + 1).astype(np.int64)
-    classes = np.asarray(classes)
+def _pairs(a, b):
+    """Unordered pairs (lo, hi) of different non-zero labels facing."""
+    sel = (a != b) & (a > 0) & (b > 0)
+    lo = np.minimum(a[sel], b[sel]).astype(np.int64)
+    hi = np.maximum(a[sel], b[sel]).astype(np.int64)
+    return lo, hi
+
+
+def _block_summary(colour, y0, x0, width, connectivity):
+    """
+    Everything the stitching needs from one block (a few numbers per piece).
+
+    A *piece* is a component of one colour inside the block. Returned per
+    piece: colour, area, raster-first pixel and bounding-box corner (global
+    coordinates), internal 4-neighbour contacts (for the perimeter); per
+    pair of touching pieces: shared 4-neighbour edges and diagonal
+    contacts; and the block's edge lines.
+    """
+    from scipy.ndimage import find_objects
+
+    colour = np.asarray(colour)
+    comp, n = _label_colours(colour, connectivity)
+    areas = np.bincount(comp.ravel(), minlength=n + 1).astype(np.int64)
+    flat = comp.ravel()
+    idx = np.flatnonzero(flat)
+    labs, first = np.unique(flat[idx], return_index=True)
+    first_idx = idx[first]
+    nxb = colour.shape[1]
+    first_flat = np.zeros(n + 1, dtype=np.int64)
+    first_flat[labs] = (y0 + first_idx // nxb) * width + (x0 + first_idx % nxb)
+    piece_colour = np.zeros(n + 1, dtype=np.uint8)
+    piece_colour[labs] = colour.ravel()[first_idx]
+    slices = find_objects(comp)
+    bby = np.array([y0 + s[0].start for s in slices], dtype=np.int64)
+    bbx = np.array([x0 + s[1].start for s in slices], dtype=np.int64)
+    h = comp[:, :-1] == comp[:, 1:]
+    v = comp[:-1, :] == comp[1:, :]
+    inner = (np.bincount(comp[:, :-1][h], minlength=n + 1)
+             + np.bincount(comp[:-1, :][v], minlength=n + 1)).astype(np.int64)
+    inner[0] = 0
+    lo4, hi4 = (np.concatenate(x) for x in zip(
+        _pairs(comp[:, :-1], comp[:, 1:]), _pairs(comp[:-1, :], comp[1:, :]),
+        strict=True))
+    if connectivity == 8:
+        lod, hid = (np.concatenate(x) for x in zip(
+            _pairs(comp[:-1, :-1], comp[1:, 1:]),
+            _pairs(comp[:-1, 1:], comp[1:, :-1]), strict=True))
+    else:
+        lod = hid = np.zeros(0, dtype=np.int64)
     return {
-        'n': n,
-        'areas': areas,
+        'n': n, 'areas': areas, 'first': first_flat, 'colour': piece_colour,
+        'bby': bby, 'bbx': bbx, 'inner': inner,
+        'shared': (lo4, hi4), 'diag': (lod, hid),
         'edges': {
-            'top': (labels[0].copy(), classes[0].copy()),
-            'bottom': (labels[-1].copy(), classes[-1].copy()),
-            'left': (labels[:, 0].copy(), classes[:, 0].copy()),
-            'right': (labels[:, -1].copy(), classes[:, -1].copy()),
+            'top': (comp[0].copy(), colour[0].copy()),
+            'bottom': (comp[-1].copy(), colour[-1].copy()),
+            'left': (comp[:, 0].copy(), colour[:, 0].copy()),
+            'right': (comp[:, -1].copy(), colour[:, -1].copy()),
         },
     }
 
 
-def _edge_pairs(lab_a, cls_a, lab_b, cls_b, connectivity):
-    """Equivalent label pairs between two facing pixel lines."""
-    pairs = []
-    shifts = (0,) if connectivity == 4 else (-1, 0, 1)
+def _line_contacts(lab_a, col_a, lab_b, col_b, connectivity):
+    """
+    Contacts across a chunk boundary between two facing pixel lines.
+
+    Returns ``(join, face, diag)``: pairs of pieces of the same colour that
+    are connected (one source), pairs facing across a pixel edge (every
+    colour), and pairs of different colours in diagonal contact (8 only).
+    """
+    join, face, diag = [], [], []
     n = lab_a.size
-    for s in shifts:
+    for s in ((0,) if connectivity == 4 else (0, -1, 1)):
         a = slice(max(0, -s), n - max(0, s))
         b = slice(max(0, s), n - max(0, -s))
         la, lb = lab_a[a], lab_b[b]
-        ok = (la > 0) & (lb > 0) & (cls_a[a] == cls_b[b])
-        if ok.any():
-            pairs.append(np.stack([la[ok], lb[ok]], axis=1))
-    return pairs
+        ok = (la > 0) & (lb > 0)
+        same = ok & (col_a[a] == col_b[b])
+        join.append(np.stack([la[same], lb[same]], axis=1))
+        if s == 0:
+            face.append(np.stack([la[ok], lb[ok]], axis=1))
+        else:
+            other = ok & ~same
+            diag.append(np.stack([la[other], lb[other]], axis=1))
+    return join, face, diag
 
 
-def _relabel_block(classes, lookup, connectivity):
-    labels, _ = _label_classes(classes, connectivity)
-    return lookup[labels]
-
-
-def stitch_labels(classes, *, connectivity=8, n_pixels=1, client=None):
+def _merge_groups(n, areas, shared_pairs, touch_pairs, perim_of, n_pixels,
+                  merge_fraction):
     """
-    Label a chunked map of pixel classes exactly, as if it were in memory.
+    Colour-flicker repair on the component graph.
+
+    The same greedy rule, visiting order and tie-breaks as
+    `astro_deepcolor.postprocessing.merge_flicker`, but on contact counts
+    gathered from the chunks instead of a whole image in memory.
+    """
+    root = np.arange(n + 1)
+    group_areas = np.asarray(areas, dtype=np.int64).copy()
+    if n < 2 or not touch_pairs:
+        return root, group_areas
+    shared = {}
+    touch = {}
+    for (a, b), count in shared_pairs.items():
+        shared.setdefault(a, {})[b] = count
+        shared.setdefault(b, {})[a] = count
+    for a, b in touch_pairs:
+        touch.setdefault(a, set()).add(b)
+        touch.setdefault(b, set()).add(a)
+    perim = {a: int(perim_of[a]) for a in touch}
+    for a in sorted(touch, key=lambda i: (group_areas[i], i)):
+        neighbours = touch.get(a)
+        if not neighbours:
+            continue
+        sh = shared.get(a, {})
+        best = max(neighbours, key=lambda b: (sh.get(b, 0), group_areas[b], -b))
+        s = sh.get(best, 0)
+        small = group_areas[a] < n_pixels
+        enclosed = (group_areas[a] <= group_areas[best]
+                    and s >= merge_fraction * perim[a])
+        if not (small or enclosed):
+            continue
+        root[a] = best
+        group_areas[best] += group_areas[a]
+        perim[best] += perim[a] - 2 * s
+        sb = shared.setdefault(best, {})
+        sb.pop(a, None)
+        for x, count in sh.items():
+            if x == best:
+                continue
+            sb[x] = sb.get(x, 0) + count
+            sx = shared[x]
+            sx.pop(a, None)
+            sx[best] = sx.get(best, 0) + count
+        tb = touch[best]
+        tb.discard(a)
+        for x in neighbours:
+            if x == best:
+                continue
+            tb.add(x)
+            tx = touch[x]
+            tx.discard(a)
+            tx.add(best)
+        del touch[a]
+        shared.pop(a, None)
+    while True:
+        nxt = root[root]
+        if np.array_equal(nxt, root):
+            break
+        root = nxt
+    return root, group_areas
+
+
+def _relabel_block(colour, lookup, connectivity):
+    comp, _ = _label_colours(colour, connectivity)
+    return lookup[comp]
+
+
+def stitch_labels(colour, *, n_pixels=5, connectivity=8, merge_fraction=0.5,
+                  client=None):
+    """
+    Segment a chunked colour map exactly as if it were in memory.
+
+    The result is label for label the segmentation that
+    `astro_deepcolor.postprocessing.label_sources` gives on the whole
+    array: connected components of each colour, colour-flicker repair,
+    ``n_pixels`` cut and labels ordered by the top-left corner of their
+    bounding boxes. Each chunk is labelled on its own; the pieces are
+    joined across chunk boundaries by a union-find
+    (`scipy.sparse.csgraph.connected_components` on the pairs of same-colour
+    pieces that touch across a boundary), and the areas, perimeters and
+    shared boundaries of the flicker repair are summed over the chunks.
 
     Parameters
     ----------
-    classes : 2D `dask.array.Array` or `~numpy.ndarray` of int
-        Pixel classes: 0 is background, each positive value a class
-        (colour). Pixels of different classes never join one source.
+    colour : 2D `dask.array.Array` or `~numpy.ndarray` of uint8
+        0 for background, else the colour index (from
+        `~astro_deepcolor.postprocessing.classify_pixels`).
+    n_pixels : int, optional
+        Minimum number of pixels of a source (whole, after stitching).
     connectivity : {4, 8}, optional
         Pixel connectivity.
-    n_pixels : int, optional
-        Sources (whole, after stitching) with fewer pixels are removed.
+    merge_fraction : float, optional
+        See `~astro_deepcolor.postprocessing.merge_flicker`.
     client : `~distributed.Client`, optional
-        Compute the block summaries on this cluster (default: the current
+        Compute the chunk summaries on this cluster (default: the current
         dask scheduler).
 
     Returns
     -------
     labels : 2D `dask.array.Array` of int32
-        Source labels ``1..N`` (0: background), same chunks as
-        ``classes``. Labels are numbered by chunk, then within a chunk.
+        Source labels ``1..N`` (0: background), chunked like ``colour``.
     n_labels : int
         ``N``.
     """
@@ -124,86 +260,145 @@ def stitch_labels(classes, *, connectivity=8, n_pixels=1, client=None):
 
     check_choice(connectivity, 'connectivity', (4, 8))
     n_pixels = check_positive_int(n_pixels, 'n_pixels')
-    if not isinstance(classes, da.Array):
-        classes = da.from_array(np.asarray(classes), chunks=2048)
-    if classes.ndim != 2:
-        msg = f'classes must be a 2D array, got shape {classes.shape!r}'
+    if not isinstance(colour, da.Array):
+        colour = da.from_array(np.asarray(colour), chunks=2048)
+    if colour.ndim != 2:
+        msg = f'colour must be a 2D array, got shape {colour.shape!r}'
         raise ValueError(msg)
-
-    blocks = classes.to_delayed()
+    width = colour.shape[1]
+    blocks = colour.to_delayed()
     nby, nbx = blocks.shape
-    summaries = [[dask.delayed(_block_summary)(blocks[i, j], connectivity)
-                  for j in range(nbx)] for i in range(nby)]
-    flat = [s for row in summaries for s in row]
-    flat = (client.gather(client.compute(flat)) if client is not None
-            else list(dask.compute(*flat)))
+    ystarts = np.concatenate([[0], np.cumsum(colour.chunks[0])[:-1]])
+    xstarts = np.concatenate([[0], np.cumsum(colour.chunks[1])[:-1]])
+    tasks = [dask.delayed(_block_summary)(blocks[i, j], int(ystarts[i]),
+                                          int(xstarts[j]), width, connectivity)
+             for i in range(nby) for j in range(nbx)]
+    flat = (client.gather(client.compute(tasks)) if client is not None
+            else list(dask.compute(*tasks)))
     summary = [flat[i * nbx:(i + 1) * nbx] for i in range(nby)]
 
-    # Global ids: block (i, j) label k -> offset[i, j] + k.
-    counts = np.array([[s['n'] for s in row] for row in summary], dtype=np.int64)
+    # Global piece ids: block (i, j) piece k -> offsets[i, j] + k.
+    counts = np.array([[s['n'] for s in row] for row in summary],
+                      dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts.ravel())])[:-1]
     offsets = offsets.reshape(nby, nbx)
     total = int(counts.sum())
-    if total >= np.iinfo(np.int32).max:
-        msg = f'too many labels ({total}) for int32 labels'
-        raise ValueError(msg)
-    areas = np.zeros(total + 1, dtype=np.int64)
+    p_area = np.zeros(total + 1, dtype=np.int64)
+    p_first = np.zeros(total + 1, dtype=np.int64)
+    p_colour = np.zeros(total + 1, dtype=np.int64)
+    p_bby = np.zeros(total + 1, dtype=np.int64)
+    p_bbx = np.zeros(total + 1, dtype=np.int64)
+    p_inner = np.zeros(total + 1, dtype=np.int64)
+    face, diag, join = [], [], []
     for i in range(nby):
         for j in range(nbx):
-            s = summary[i][j]
-            o = offsets[i, j]
-            areas[o + 1:o + 1 + s['n']] = s['areas'][1:]
+            s, o, n = summary[i][j], offsets[i, j], counts[i, j]
+            part = slice(o + 1, o + 1 + n)
+            p_area[part] = s['areas'][1:]
+            p_first[part] = s['first'][1:]
+            p_colour[part] = s['colour'][1:]
+            p_bby[part] = s['bby']
+            p_bbx[part] = s['bbx']
+            p_inner[part] = s['inner'][1:]
+            face.append(np.stack([s['shared'][0] + o, s['shared'][1] + o],
+                                 axis=1))
+            diag.append(np.stack([s['diag'][0] + o, s['diag'][1] + o], axis=1))
 
     def edge(i, j, side):
-        lab, cls = summary[i][j]['edges'][side]
-        return np.where(lab > 0, lab + offsets[i, j], 0), cls
+        lab, col = summary[i][j]['edges'][side]
+        return np.where(lab > 0, lab + offsets[i, j], 0), col
 
-    # Full-length boundary lines: a line running the whole image height
-    # (width) also catches the diagonal contacts across chunk corners.
-    pairs = []
+    # Full-length boundary lines also catch contacts across chunk corners.
+    lines = []
     for j in range(nbx - 1):
-        left = [edge(i, j, 'right') for i in range(nby)]
-        right = [edge(i, j + 1, 'left') for i in range(nby)]
-        pairs += _edge_pairs(np.concatenate([e[0] for e in left]),
-                             np.concatenate([e[1] for e in left]),
-                             np.concatenate([e[0] for e in right]),
-                             np.concatenate([e[1] for e in right]),
-                             connectivity)
+        lines.append(([edge(i, j, 'right') for i in range(nby)],
+                      [edge(i, j + 1, 'left') for i in range(nby)]))
     for i in range(nby - 1):
-        top = [edge(i, j, 'bottom') for j in range(nbx)]
-        bottom = [edge(i + 1, j, 'top') for j in range(nbx)]
-        pairs += _edge_pairs(np.concatenate([e[0] for e in top]),
-                             np.concatenate([e[1] for e in top]),
-                             np.concatenate([e[0] for e in bottom]),
-                             np.concatenate([e[1] for e in bottom]),
-                             connectivity)
-    pairs = (np.concatenate(pairs) if pairs
-             else np.zeros((0, 2), dtype=np.int64))
-    graph = coo_matrix((np.ones(len(pairs), dtype=np.int8),
-                        (pairs[:, 0], pairs[:, 1])),
-                       shape=(total + 1, total + 1))
-    _, component = connected_components(graph, directed=False)
-    comp_area = np.bincount(component, weights=areas).astype(np.int64)
-    keep = comp_area >= n_pixels
-    keep[component[0]] = False  # the background
-    # Number the kept components by their first (smallest) global id.
-    first = np.full(component.max() + 1, np.iinfo(np.int64).max)
-    np.minimum.at(first, component, np.arange(total + 1))
+        lines.append(([edge(i, j, 'bottom') for j in range(nbx)],
+                      [edge(i + 1, j, 'top') for j in range(nbx)]))
+    for side_a, side_b in lines:
+        jn, fc, dg = _line_contacts(
+            np.concatenate([e[0] for e in side_a]),
+            np.concatenate([e[1] for e in side_a]),
+            np.concatenate([e[0] for e in side_b]),
+            np.concatenate([e[1] for e in side_b]), connectivity)
+        join += jn
+        face += fc
+        diag += dg
+
+    def stack(pairs):
+        pairs = [p for p in pairs if len(p)]
+        return (np.concatenate(pairs).astype(np.int64) if pairs
+                else np.zeros((0, 2), dtype=np.int64))
+
+    join, face, diag = stack(join), stack(face), stack(diag)
+
+    # Union-find of the pieces into components.
+    graph = coo_matrix((np.ones(len(join), dtype=np.int8),
+                        (join[:, 0], join[:, 1])), shape=(total + 1,) * 2)
+    _, cc = connected_components(graph, directed=False)
+    n_cc = cc.max() + 1
+    cc_first = np.full(n_cc, np.iinfo(np.int64).max)
+    np.minimum.at(cc_first, cc[1:], p_first[1:])
+    cc_colour = np.zeros(n_cc, dtype=np.int64)
+    cc_colour[cc[1:]] = p_colour[1:]
+    # Component ids as label_sources numbers them: by colour, then raster
+    # order of the first pixel; 0 stays background.
+    real = np.unique(cc[1:])
+    order = real[np.lexsort((cc_first[real], cc_colour[real]))]
+    cc_id = np.zeros(n_cc, dtype=np.int64)
+    cc_id[order] = np.arange(1, order.size + 1)
+    piece = cc_id[cc]  # global piece id -> component id
+    piece[0] = 0
+    n = int(order.size)
+
+    areas = np.bincount(piece, weights=p_area, minlength=n + 1).astype(np.int64)
+    inner = np.bincount(piece, weights=p_inner, minlength=n + 1).astype(np.int64)
+    fa, fb = piece[face[:, 0]], piece[face[:, 1]]
+    same = fa == fb
+    inner += np.bincount(fa[same], minlength=n + 1).astype(np.int64)
+    perim = 4 * areas - 2 * inner
+    lo, hi = np.minimum(fa[~same], fb[~same]), np.maximum(fa[~same], fb[~same])
+    keys, cnt = np.unique(lo * (n + 1) + hi, return_counts=True)
+    shared = {(int(k // (n + 1)), int(k % (n + 1))): int(c)
+              for k, c in zip(keys, cnt, strict=True)}
+    touch = set(shared)
+    if connectivity == 8:
+        da_, db_ = piece[diag[:, 0]], piece[diag[:, 1]]
+        other = da_ != db_
+        dkeys = np.unique(np.minimum(da_[other], db_[other]) * (n + 1)
+                          + np.maximum(da_[other], db_[other]))
+        touch.update((int(k // (n + 1)), int(k % (n + 1))) for k in dkeys)
+
+    root, group_areas = _merge_groups(n, areas, shared, touch, perim,
+                                      n_pixels, merge_fraction)
+    ids = np.arange(n + 1)
+    keep = (root == ids) & (group_areas >= n_pixels)
+    keep[0] = False
     kept = np.flatnonzero(keep)
-    new_id = np.zeros(component.max() + 1, dtype=np.int32)
-    new_id[kept[np.argsort(first[kept], kind='stable')]] = np.arange(
-        1, kept.size + 1, dtype=np.int32)
-    lookup = new_id[component]  # global id -> final label
+    # Labels ordered by the top-left corner of each group's bounding box.
+    c_bby = np.full(n + 1, np.iinfo(np.int64).max)
+    c_bbx = np.full(n + 1, np.iinfo(np.int64).max)
+    np.minimum.at(c_bby, piece[1:], p_bby[1:])
+    np.minimum.at(c_bbx, piece[1:], p_bbx[1:])
+    corner = c_bby * width + c_bbx
+    group_corner = np.full(n + 1, np.iinfo(np.int64).max)
+    np.minimum.at(group_corner, root[1:], corner[1:])
+    kept = kept[np.argsort(group_corner[kept], kind='stable')]
+    new = np.zeros(n + 1, dtype=np.int32)
+    new[kept] = np.arange(1, kept.size + 1, dtype=np.int32)
+    lookup = new[root][piece]  # global piece id -> final label
 
     out_blocks = np.empty((nby, nbx), dtype=object)
     for i in range(nby):
         for j in range(nbx):
-            o, n = offsets[i, j], counts[i, j]
-            local = np.concatenate([[0], lookup[o + 1:o + 1 + n]])
+            o, m = offsets[i, j], counts[i, j]
+            local = np.concatenate([[0], lookup[o + 1:o + 1 + m]]).astype(
+                np.int32)
             out_blocks[i, j] = da.from_delayed(
                 dask.delayed(_relabel_block)(blocks[i, j], local,
                                              connectivity),
-                shape=(classes.chunks[0][i], classes.chunks[1][j]),
+                shape=(colour.chunks[0][i], colour.chunks[1][j]),
                 dtype=np.int32)
     labels = da.block(out_blocks.tolist())
     return labels, int(kept.size)
