@@ -194,6 +194,6 @@ def test_photutils_tools_work_on_output():
     assert len(cat) == 3
     assert_allclose(cat.x_centroid[cat.label == segm.data[10, 70]], 70,
                     atol=0.1)
-    assert segm.cmap.N == segm.max_label + 1
+    assert segm.max_label + 1 == segm.cmap.N
     deblended = deblend_sources(image, segm, n_pixels=5, progress_bar=False)
     assert deblended.n_labels >= 3

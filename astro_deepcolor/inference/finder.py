@@ -292,8 +292,9 @@ class DeepColorSegmentation:
     def _background(self, data, bad):
         from astro_deepcolor.preprocessing import estimate_background
 
-        return estimate_background(data, mask=bad,
-                                   box_size=self.config.background_box,
+        # Images smaller than one mesh get a single mesh of their size.
+        box = max(4, min(self.config.background_box, *data.shape))
+        return estimate_background(data, mask=bad, box_size=box,
                                    filter_size=self.config.background_filter)
 
     def _infer(self, data, bad, background, rms, sink, timings):

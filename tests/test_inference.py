@@ -1,0 +1,303 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+import tracemalloc
+import warnings
+
+import astropy.units as u
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+from photutils.segmentation import SegmentationImage, SourceCatalog
+from photutils.utils.exceptions import NoDetectionsWarning
+
+from astro_deepcolor import DeepColorSegmentation, detect_sources
+from astro_deepcolor.exceptions import DeepColorWarning, ModelError
+from astro_deepcolor.inference.backends import OnnxRuntimeBackend, TorchBackend
+from astro_deepcolor.inference.tiling import TilePlan, default_margin
+from astro_deepcolor.model.io import DEFAULT_MODEL_PATH
+
+
+def _image(shape=(150, 230), n=30, seed=1, dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    img = rng.normal(100, 5, shape)
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    for cy, cx in rng.uniform(0, 1, (n, 2)) * shape:
+        img += 200 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 8)
+    return img.astype(dtype)
+
+
+@pytest.fixture(scope='module')
+def finder(tiny_model_path):
+    return DeepColorSegmentation(model=tiny_model_path, tile_shape=256)
+
+
+@pytest.fixture(scope='module')
+def image():
+    return _image()
+
+
+class TestTilePlan:
+    def test_cores_partition_the_image(self):
+        plan = TilePlan((301, 517), (128, 128), 24, 8)
+        cover = np.zeros((301, 517), dtype=int)
+        for tile in plan:
+            cover[tile.core] += 1
+            assert all(o % 8 == 0 for o in tile.window_origin)
+        assert_array_equal(cover, 1)
+        assert plan.window_shape[0] % 8 == 0
+        assert plan.window_shape[0] <= 128
+
+    def test_small_image_one_small_tile(self):
+        plan = TilePlan((10, 13), (512, 512), 24, 8)
+        assert len(plan) == 1
+        assert plan.window_shape == (64, 64)
+
+    def test_too_small_tile(self):
+        with pytest.raises(ValueError, match='too small for the context margin'):
+            TilePlan((100, 100), (48, 48), 24, 8)
+
+    def test_default_margin_covers_unet_reach(self):
+        # depth 3 U-Net: one-sided reach 7 * 2**3 - 5 = 51 px.
+        assert default_margin(96, 8) == 56
+
+
+class TestParameters:
+    def test_repr_and_resolved_backend(self, finder, tiny_model_path):
+        text = repr(finder)
+        assert text.startswith('DeepColorSegmentation(threshold=0.5, n_pixels=5')
+        assert str(tiny_model_path) in text
+        assert 'tile_shape=(256, 256)' in text
+        assert finder.backend_name == 'onnxruntime'
+        assert finder.device_name == 'cpu'
+        assert 'CPUExecutionProvider' in finder.backend_description
+
+    @pytest.mark.parametrize(('kwargs', 'error', 'match'), [
+        ({'threshold': 1.2}, ValueError, r'threshold must be a number in \[0.0, 1.0\], got 1.2'),
+        ({'threshold': 'high'}, TypeError, 'threshold must be a number'),
+        ({'n_pixels': 0}, ValueError, 'n_pixels must be an integer >= 1, got 0'),
+        ({'n_pixels': 2.5}, TypeError, 'n_pixels must be an integer'),
+        ({'connectivity': 6}, ValueError, 'connectivity must be one of 4, 8; got 6'),
+        ({'backend': 'tensorflow'}, ValueError, "backend must be one of .*got 'tensorflow'"),
+        ({'device': 'tpu'}, ValueError, "device must be one of .*got 'tpu'"),
+        ({'tile_shape': 40}, ValueError, 'tile_shape must be at least'),
+        ({'overlap': 5}, ValueError, 'overlap must be a non-negative multiple'),
+        ({'batch_size': 0}, ValueError, 'batch_size must be an integer >= 1'),
+        ({'model': 3}, TypeError, 'model must be None'),
+    ])
+    def test_bad_parameters(self, tiny_model_path, kwargs, error, match):
+        kwargs.setdefault('model', tiny_model_path)
+        with pytest.raises(error, match=match):
+            DeepColorSegmentation(**kwargs)
+
+    def test_missing_model_file(self, tmp_path):
+        with pytest.raises(ModelError, match='does not exist'):
+            DeepColorSegmentation(model=tmp_path / 'nope.onnx')
+
+    def test_cuda_unavailable_is_an_error(self, tiny_model_path):
+        finder = DeepColorSegmentation(model=tiny_model_path,
+                                       backend='onnxruntime', device='cuda')
+        with pytest.raises(ValueError, match='onnxruntime-gpu'):
+            _ = finder.backend_name
+
+
+class TestTiling:
+    def test_tiled_equals_untiled(self, tiny_model_path, image):
+        # 64 px tiles: cores of 16 px, ~150 tiles over a 150 x 230 image.
+        small = DeepColorSegmentation(model=tiny_model_path, tile_shape=64,
+                                      batch_size=7)
+        big = DeepColorSegmentation(model=tiny_model_path, tile_shape=512)
+        p_small = small.predict(image)
+        p_big = big.predict(image)
+        assert p_small.shape == (4, *image.shape)
+        assert p_small.dtype == np.float32
+        assert_allclose(p_small, p_big, atol=1e-5)
+        s_small = small(image)
+        s_big = big(image)
+        assert s_small.n_labels > 5
+        assert_array_equal(s_small.data, s_big.data)
+        # sources straddling tile boundaries are single labels
+        cy, cx = TilePlan(image.shape, (64, 64), small.overlap,
+                          small.config.tile_multiple).core_shape
+        assert cx < 30
+        straddle = [sl[1].start // cx != (sl[1].stop - 1) // cx
+                    or sl[0].start // cy != (sl[0].stop - 1) // cy
+                    for sl in s_small.slices]
+        assert sum(straddle) >= 3
+
+    def test_too_small_overlap_changes_result(self, tiny_model_path, image):
+        with pytest.warns(DeepColorWarning, match='smaller than the receptive'):
+            cut = DeepColorSegmentation(model=tiny_model_path, tile_shape=64,
+                                        overlap=4)
+        ref = DeepColorSegmentation(model=tiny_model_path, tile_shape=512)
+        assert np.abs(cut.predict(image) - ref.predict(image)).max() > 1e-3
+
+    def test_call_equals_segment_of_predict(self, finder, image):
+        segm = finder(image)
+        again = finder.segment(finder.predict(image))
+        assert_array_equal(segm.data, again.data)
+        assert_allclose(segm.info['detection_probability'],
+                        again.info['detection_probability'], atol=1e-3)
+        # re-thresholding without the network
+        higher = finder.segment(finder.predict(image), threshold=0.9)
+        assert 0 < np.count_nonzero(higher.data) < np.count_nonzero(segm.data)
+
+    def test_streaming_keeps_only_compact_maps(self, finder):
+        # While tiles stream through the network, __call__ keeps a uint8
+        # colour and a float16 probability per pixel (allocated up front)
+        # and nothing image-sized; predict fills the float32 cube.
+        from astro_deepcolor.inference.finder import _prepare
+        from astro_deepcolor.postprocessing import classify_pixels
+
+        image = _image((1024, 1024), n=100)
+        data, bad = _prepare(image, None)
+        background, rms = finder.estimate_background(image)
+        colour = np.zeros(image.shape, np.uint8)
+        p_fg = np.zeros(image.shape, np.float16)
+
+        def sink(core, probs):
+            classify_pixels(probs, 0.5, bad[core], out=(colour[core], p_fg[core]))
+
+        tracemalloc.start()
+        finder._infer(data, bad, background, rms, sink, {})
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        cube_bytes = 4 * finder.config.n_outputs * image.size
+        assert peak < 0.25 * cube_bytes
+        assert colour.any()
+
+
+class TestInputs:
+    def test_masked_and_nonfinite_pixels_never_in_sources(self, finder, image):
+        segm = finder(image)
+        mask = segm.data > 0
+        mask[:, :100] = False
+        bad = image.copy()
+        bad[10:20, 150:160] = np.nan
+        bad[30, 30] = np.inf
+        out = finder(bad, mask=mask)
+        assert not np.any(out.data[mask])
+        assert not np.any(out.data[10:20, 150:160])
+        assert out.data[30, 30] == 0
+        probs = finder.predict(bad, mask=mask)
+        assert_array_equal(probs[0][mask], 1.0)
+
+    def test_masked_array(self, finder, image):
+        mask = np.zeros(image.shape, dtype=bool)
+        mask[:, 100:] = True
+        a = finder(np.ma.MaskedArray(image, mask=mask))
+        b = finder(image, mask=mask)
+        assert_array_equal(a.data, b.data)
+        assert not a.data[:, 100:].any()
+
+    def test_big_endian_integer_and_quantity(self, finder, image):
+        ref = finder(image)
+        assert_array_equal(finder(image.astype('>f4')).data, ref.data)
+        assert_array_equal(finder(image * u.adu).data, ref.data)
+        as_int = finder(np.round(image).astype(np.int32))
+        assert isinstance(as_int, SegmentationImage)
+        assert abs(as_int.n_labels - ref.n_labels) <= 2
+
+    def test_image_smaller_than_a_tile(self, finder):
+        small = _image((7, 11), n=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', NoDetectionsWarning)
+            out = finder(small)
+        assert out is None or out.shape == (7, 11)
+        assert finder.predict(small).shape == (4, 7, 11)
+
+    def test_constant_and_all_masked_images(self, finder):
+        with pytest.warns(NoDetectionsWarning, match='No sources were found'):
+            assert finder(np.full((50, 60), np.nan)) is None
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', NoDetectionsWarning)
+            segm = finder(np.full((50, 60), 7.0))
+        assert segm is None or segm.shape == (50, 60)
+        probs = finder.predict(np.ones((50, 60)), mask=np.ones((50, 60), bool))
+        assert_array_equal(probs[0], 1.0)
+
+    @pytest.mark.parametrize(('data', 'error', 'match'), [
+        (np.zeros((3, 20, 20)), ValueError,
+         r'data must be a 2D array, got an array of shape \(3, 20, 20\)'),
+        (np.zeros((0, 5)), ValueError, r'data must not be empty, got shape \(0, 5\)'),
+        (np.zeros(5), ValueError, 'data must be a 2D array'),
+        (np.zeros((5, 5), dtype=complex), TypeError, 'data must be a real numeric'),
+        (np.array([['a']]), TypeError, 'data must be a real numeric'),
+        (None, TypeError, 'data must be a 2D array, got None'),
+    ])
+    def test_bad_data(self, finder, data, error, match):
+        with pytest.raises(error, match=match):
+            finder(data)
+
+    def test_bad_mask_shape(self, finder, image):
+        with pytest.raises(ValueError, match='mask must have the same shape as data'):
+            finder(image, mask=np.zeros((3, 3), bool))
+
+    def test_segment_checks_channels(self, finder):
+        with pytest.raises(ValueError, match=r'probs must have shape \(n_colors \+ 1 = 4'):
+            finder.segment(np.zeros((6, 10, 10), np.float32))
+
+
+class TestBackends:
+    def test_torch_matches_onnxruntime(self, finder):
+        pytest.importorskip('torch')
+        x = np.random.default_rng(2).normal(size=(2, 1, 64, 96)).astype('f4')
+        ort = OnnxRuntimeBackend(finder.model).run(x)
+        torch = TorchBackend(finder.model).run(x)
+        assert_allclose(torch, ort, atol=1e-5)
+
+    def test_torch_backend_end_to_end(self, tiny_model_path, finder, image):
+        pytest.importorskip('torch')
+        tf = DeepColorSegmentation(model=tiny_model_path, backend='torch',
+                                   tile_shape=256)
+        assert tf.backend_name == 'torch'
+        assert tf.device_name == 'cpu'
+        assert_array_equal(tf(image).data, finder(image).data)
+
+    def test_half_precision_needs_cuda(self, tiny_model_path):
+        pytest.importorskip('torch')
+        tf = DeepColorSegmentation(model=tiny_model_path, backend='torch',
+                                   device='cpu', precision='float16')
+        with pytest.raises(ValueError, match='only supported on CUDA'):
+            _ = tf.backend_name
+
+    def test_onnxruntime_intra_op_threads(self, finder):
+        backend = OnnxRuntimeBackend(finder.model)
+        import os
+        assert backend.n_threads == len(os.sched_getaffinity(0))
+
+
+class TestDropIn:
+    def test_detect_sources_matches_finder(self, tiny_model_path, finder, image):
+        segm = detect_sources(image, 0.5, 5, model=tiny_model_path)
+        assert_array_equal(segm.data, finder(image).data)
+        stricter = detect_sources(image, 0.5, 8, model=tiny_model_path)
+        assert 0 < stricter.n_labels < segm.n_labels
+        four = detect_sources(image, 0.5, 5, connectivity=4,
+                              model=tiny_model_path)
+        assert np.count_nonzero(four.data) <= np.count_nonzero(segm.data)
+
+    def test_detect_sources_no_detections(self, tiny_model_path, image):
+        with pytest.warns(NoDetectionsWarning):
+            assert detect_sources(image, 1.0, 10**6, model=tiny_model_path) is None
+
+    def test_photutils_workflow(self, finder, image):
+        segm = finder(image)
+        cat = SourceCatalog(image - np.median(image), segm)
+        assert len(cat) == segm.n_labels
+        assert segm.max_label + 1 == segm.cmap.N
+        assert 'network' in segm.info['timings']
+
+
+@pytest.mark.skipif(not DEFAULT_MODEL_PATH.exists(),
+                    reason='the shipped model has not been trained yet')
+def test_shipped_model_finds_bright_sources():
+    from astro_deepcolor.simulation import simulate_image
+
+    sim = simulate_image((256, 256), regime='clean', seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', NoDetectionsWarning)
+        segm = detect_sources(sim.data, 0.5, 5)
+    assert segm is not None
+    bright = sim.truth[sim.truth['snr'] > 50]
+    found = [segm.data[round(y), round(x)] > 0
+             for x, y in zip(bright['x'], bright['y'], strict=True)]
+    assert np.mean(found) > 0.8
