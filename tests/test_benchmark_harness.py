@@ -1,0 +1,133 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""Smoke tests of the benchmark harness (quick mode on tiny images)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.table import QTable
+
+from astro_deepcolor.cli import main
+from astro_deepcolor.evaluation.harness import (
+    PROB_SWEEP,
+    SIGMA_SWEEP,
+    _best_at,
+    available_detectors,
+    merge_results,
+    run_sweeps,
+    summarize,
+    thresholds_for,
+)
+
+DATA = Path(__file__).parents[1] / '..' / 'shared' / 'data' / 'real'
+
+
+def test_sweeps_follow_protocol():
+    assert PROB_SWEEP[0] == 0.0
+    assert PROB_SWEEP[-1] == 1.0
+    np.testing.assert_allclose(np.diff(PROB_SWEEP), 0.02)
+    assert SIGMA_SWEEP[0] == 0.25
+    assert SIGMA_SWEEP[-1] == 10.0
+    assert len(SIGMA_SWEEP) == 40
+    assert thresholds_for('sextractor') == list(SIGMA_SWEEP)
+    assert len(thresholds_for('noisechisel')) == 18
+
+
+def test_best_at():
+    comp = np.array([0.9, 0.8, 0.5, np.nan])
+    cont = np.array([0.3, 0.04, 0.0, 0.0])
+    assert _best_at(comp, cont, 0.05) == (0.8, 1)
+    assert _best_at(comp, cont, 0.01) == (0.5, 2)
+    c, j = _best_at(comp, cont + 0.5, 0.1)
+    assert np.isnan(c)
+    assert j == -1
+
+
+def test_unknown_detector():
+    with pytest.raises(ValueError, match='detectors must be among'):
+        available_detectors(['nope'])
+
+
+def test_quick_cli_outputs(tmp_path, capsys):
+    out = tmp_path / 'bench'
+    status = main(['benchmark', '--quick', '--out', str(out), '--no-progress',
+                   '--no-real', '--shape', '96', '96', '--bootstrap', '20',
+                   '--detectors', 'sep', 'photutils', 'cnn'])
+    assert status == 0
+    for name in ('curves.ecsv', 'summary.ecsv', 'completeness_binned.ecsv',
+                 'fp_by_class.ecsv', 'report.html', 'raw.pickle', 'meta.json',
+                 'benchmark_completeness_contamination.png',
+                 'benchmark_completeness_mag.png', 'benchmark_fp_classes.png',
+                 'benchmark_examples.png'):
+        assert (out / name).stat().st_size > 0, name
+    curves = QTable.read(out / 'curves.ecsv')
+    assert set(curves['regime']) == {'clean', 'contaminated'}
+    assert {'sep', 'photutils'} <= set(curves['detector'])
+    ok = ~curves['failed']
+    for col in ('completeness', 'contamination'):
+        v = np.asarray(curves[col][ok], float)
+        v = v[np.isfinite(v)]
+        assert v.size
+        assert np.all((v >= 0) & (v <= 1))
+    # counts are consistent with the rates
+    r = curves[ok & (curves['tp'] + curves['fp'] > 0)][0]
+    assert r['contamination'] == pytest.approx(r['fp'] / (r['tp'] + r['fp']))
+    assert r['tp'] + r['fn'] == r['n_truth']
+    summary = QTable.read(out / 'summary.ecsv')
+    assert len(summary) == 2 * len(set(curves['detector']))
+    for col in ('completeness_at_1pct', 'completeness_at_5pct',
+                'completeness_at_10pct', 'min_contamination',
+                'deblend_success', 'operating_completeness'):
+        v = np.asarray(summary[col], float)
+        v = v[np.isfinite(v)]
+        assert np.all((v >= 0) & (v <= 1)), col
+    # completeness at a looser contamination limit is never lower
+    a = np.nan_to_num(np.asarray(summary['completeness_at_1pct'], float))
+    b = np.nan_to_num(np.asarray(summary['completeness_at_10pct'], float))
+    assert np.all(b >= a)
+    html = (out / 'report.html').read_text()
+    assert 'benchmark_completeness_contamination.png' in html
+    assert 'results in' in capsys.readouterr().out
+    # the report can be rebuilt from the raw result alone
+    status = main(['benchmark', '--from-raw', str(out / 'raw.pickle'),
+                   '--out', str(tmp_path / 'again'), '--no-real',
+                   '--bootstrap', '5'])
+    assert status == 0
+    assert (tmp_path / 'again' / 'summary.ecsv').exists()
+
+
+def test_cli_errors(tmp_path, capsys):
+    assert main(['benchmark', '--n-images', '0', '--out', str(tmp_path)]) == 2
+    assert '--n-images must be a positive integer' in capsys.readouterr().err
+
+
+def test_summary_counts_and_merge():
+    a = run_sweeps(regimes=['clean'], detectors=['sep'], quick=True,
+                   n_images=2, shape=(64, 64), progress=False)
+    b = run_sweeps(regimes=['clean'], detectors=['photutils'], quick=True,
+                   n_images=2, shape=(64, 64), progress=False)
+    merged = merge_results(a, b)
+    assert set(merged.records) == {('clean', 'sep'), ('clean', 'photutils')}
+    curves, _summary, binned, _fps = summarize(merged, n_bootstrap=10)
+    n_truth = len(merged.truth['clean'])
+    assert np.all(curves['n_truth'] == n_truth)
+    assert np.all(curves['tp'] + curves['fn'] == n_truth)
+    kinds = binned[[q.startswith('kind:') for q in binned['quantity']]]
+    assert kinds['n_truth'].sum() == 2 * n_truth
+    c = run_sweeps(regimes=['clean'], detectors=['sep'], quick=True,
+                   n_images=1, shape=(64, 64), progress=False)
+    with pytest.raises(ValueError, match='different n_images'):
+        merge_results(a, c)
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason='needs ../shared/data/real')
+@pytest.mark.shared_data
+def test_real_data_checks():
+    from astro_deepcolor.evaluation.realdata import real_data_checks
+
+    table = real_data_checks(['sep'], DATA)
+    sep_field = table[table['dataset'] == 'sep/image.fits']
+    # sep with SExtractor settings recovers the SExtractor reference catalogue
+    assert sep_field['value'][0] >= 0.8
+    assert set(table['dataset']) >= {'astride/long.fits',
+                                     'legacypipe/testcase4 + Gaia'}
