@@ -273,7 +273,7 @@ def _write_regions(table, path, shape, overwrite):
     regs = []
     for row in table:
         center = PixCoord(float(row['x_centroid']), float(row['y_centroid']))
-        meta = {'label': str(int(row['label']))}
+        meta = {'text': str(int(row['label']))}
         if shape == 'point':
             regs.append(PointPixelRegion(center, meta=meta))
             continue
@@ -282,6 +282,8 @@ def _write_regions(table, path, shape, overwrite):
         b = float(np.nan_to_num(getattr(row['semiminor_axis'], 'value',
                                         row['semiminor_axis']), nan=1.0))
         angle = row['orientation']
+        if not np.isfinite(angle):  # degenerate (e.g. one-pixel-wide) shape
+            angle = 0 * angle.unit if hasattr(angle, 'unit') else 0.0
         regs.append(EllipsePixelRegion(center, width=max(6 * a, 1.0),
                                        height=max(6 * b, 1.0), angle=angle,
                                        meta=meta))

@@ -1,0 +1,124 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+import astropy.units as u
+import numpy as np
+import pytest
+from astropy.coordinates import SkyCoord
+from astropy.table import QTable
+from astropy.wcs import WCS
+from numpy.testing import assert_allclose, assert_array_equal
+from photutils.segmentation import SegmentationImage
+
+from astro_deepcolor.catalog import (
+    DEFAULT_COLUMNS,
+    detection_probabilities,
+    make_catalog,
+)
+from astro_deepcolor.postprocessing import segment_probabilities
+
+SHAPE = (64, 96)
+SKY = 100.0
+
+
+def _scene():
+    """Two Gaussian sources on a sky of 100 and their segmentation."""
+    yy, xx = np.mgrid[:SHAPE[0], :SHAPE[1]]
+    rng = np.random.default_rng(0)
+    image = SKY + rng.normal(0, 1, SHAPE)
+    image += 500 * np.exp(-((yy - 20) ** 2 + (xx - 30) ** 2) / 8)
+    image += 300 * np.exp(-((yy - 40) ** 2 + (xx - 70) ** 2) / 8)
+    probs = np.zeros((3, *SHAPE), np.float32)
+    probs[0] = 1
+    for (cy, cx), colour, p in (((20, 30), 1, 0.8), ((40, 70), 2, 0.95)):
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= 16
+        probs[:, disc] = 0
+        probs[0, disc] = 1 - p
+        probs[colour, disc] = p
+    return image, segment_probabilities(probs, 0.5, 5)
+
+
+def _wcs():
+    w = WCS(naxis=2)
+    w.wcs.ctype = ['RA---TAN', 'DEC--TAN']
+    w.wcs.crval = [150.0, 2.0]
+    w.wcs.crpix = [1.0, 1.0]
+    w.wcs.cdelt = [-1e-4, 1e-4]
+    return w
+
+
+def test_default_columns_and_detection_probability():
+    image, segm = _scene()
+    table = make_catalog(image, segm)
+    assert isinstance(table, QTable)
+    assert table.colnames == DEFAULT_COLUMNS
+    assert_array_equal(table['label'], [1, 2])
+    assert_allclose(table['detection_probability'], [0.8, 0.95], atol=1e-3)
+    assert_allclose(table['x_centroid'], [30, 70], atol=0.05)
+    assert_allclose(table['y_centroid'], [20, 40], atol=0.05)
+    assert table['sky_centroid'][0] is None  # no WCS
+    assert 'estimated' in table.meta['background']
+
+
+def test_background_is_subtracted_unless_told_otherwise():
+    image, segm = _scene()
+    estimated = make_catalog(image, segm)
+    given = make_catalog(image - SKY, segm, background=0)
+    raw_sum = [image[segm.data == lab].sum() for lab in (1, 2)]
+    true_sum = [(image - SKY)[segm.data == lab].sum() for lab in (1, 2)]
+    assert_allclose(given['segment_flux'], true_sum, rtol=1e-10)
+    assert_allclose(estimated['segment_flux'], true_sum, rtol=0.02)
+    assert not np.allclose(estimated['segment_flux'], raw_sum, rtol=0.1)
+    assert 'given by the user' in given.meta['background']
+
+
+def test_sky_coordinates_with_wcs():
+    image, segm = _scene()
+    table = make_catalog(image, segm, wcs=_wcs())
+    assert isinstance(table['sky_centroid'], SkyCoord)
+    assert_allclose(table['sky_centroid'].dec.deg[0], 2.0 + 20 * 1e-4, atol=1e-6)
+
+
+def test_any_photutils_property_and_errors():
+    image, segm = _scene()
+    table = make_catalog(image, segm, error=np.ones(SHAPE),
+                         columns=['label', 'fwhm', 'gini', 'segment_flux_err',
+                                  'detection_probability'])
+    assert table.colnames == ['label', 'fwhm', 'gini', 'segment_flux_err',
+                              'detection_probability']
+    assert_allclose(table['segment_flux_err'].value
+                    if hasattr(table['segment_flux_err'], 'value')
+                    else table['segment_flux_err'],
+                    np.sqrt(segm.areas), rtol=1e-6)
+
+
+def test_quantity_masked_and_nonfinite():
+    image, segm = _scene()
+    bad = image.copy()
+    bad[20, 30] = np.nan  # the peak of source 1
+    table = make_catalog(bad * u.electron, segm, background=SKY * u.electron)
+    assert table['segment_flux'].unit == u.electron
+    assert np.isfinite(table['segment_flux']).all()
+    masked = make_catalog(np.ma.MaskedArray(image, mask=~np.isfinite(bad)),
+                          segm, background=SKY)
+    assert_allclose(masked['segment_flux'].value
+                    if hasattr(masked['segment_flux'], 'value')
+                    else masked['segment_flux'],
+                    table['segment_flux'].value, rtol=1e-10)
+
+
+def test_foreign_segmentation_has_unknown_probability():
+    _image, segm = _scene()
+    foreign = SegmentationImage(segm.data.copy())
+    assert np.isnan(detection_probabilities(foreign)).all()
+    # labels removed after detection keep the right probabilities
+    segm.remove_label(1)
+    assert_allclose(detection_probabilities(segm), [0.95], atol=1e-3)
+
+
+def test_bad_inputs():
+    image, segm = _scene()
+    with pytest.raises(TypeError, match='segm must be a photutils SegmentationImage'):
+        make_catalog(image, segm.data)
+    with pytest.raises(ValueError, match='does not match the segmentation'):
+        make_catalog(image[:10], segm)
+    with pytest.raises(ValueError, match='mask must have the same shape'):
+        make_catalog(image, segm, mask=np.zeros((2, 2), bool))
