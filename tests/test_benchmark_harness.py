@@ -52,7 +52,7 @@ def test_quick_cli_outputs(tmp_path, capsys):
     out = tmp_path / 'bench'
     status = main(['benchmark', '--quick', '--out', str(out), '--no-progress',
                    '--no-real', '--shape', '96', '96', '--bootstrap', '20',
-                   '--detectors', 'sep', 'photutils', 'cnn'])
+                   '--detectors', 'sep', 'photutils', 'cnn', '--jobs', '2'])
     assert status == 0
     for name in ('curves.ecsv', 'summary.ecsv', 'completeness_binned.ecsv',
                  'fp_by_class.ecsv', 'report.html', 'raw.pickle', 'meta.json',

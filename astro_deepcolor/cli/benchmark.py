@@ -59,6 +59,9 @@ def add_parser(parser):
                              'same images to merge with this one')
     parser.add_argument('--from-raw', type=Path, default=None,
                         help='rebuild the report from a raw.pickle, run nothing')
+    parser.add_argument('--jobs', type=int, default=1,
+                        help='worker processes (default 1; results do not '
+                             'depend on it)')
     parser.add_argument('--no-progress', action='store_true',
                         help='no progress bars')
 
@@ -104,7 +107,7 @@ def run(args):
         result = run_sweeps(regimes=args.regimes, detectors=args.detectors,
                             n_images=args.n_images, shape=args.shape,
                             quick=args.quick, progress=not args.no_progress,
-                            model=args.model)
+                            model=args.model, n_jobs=args.jobs)
         if args.merge is not None:
             with open(args.merge, 'rb') as fh:
                 result = merge_results(pickle.load(fh), result)

@@ -331,21 +331,81 @@ class BenchmarkResult:
     meta: dict
 
 
-def _images(regime, n_images, shape, quick):
+def _simulate(regime, seed, shape):
     from astro_deepcolor.simulation import load_recipe, simulate_image
 
-    recipe = load_recipe(regime)
-    seeds = list(recipe.seeds('test'))[:n_images]
-    for seed in seeds:
-        params = recipe.image_params(seed)
-        if shape is not None:
-            params['shape'] = tuple(shape)
-        yield seed, simulate_image(seed=seed, **params)
+    params = load_recipe(regime).image_params(seed)
+    if shape is not None:
+        params['shape'] = tuple(shape)
+    return simulate_image(seed=seed, **params)
+
+
+def _process_image(task):
+    """Simulate one image and run every detector's sweep on it."""
+    (regime, index, seed, shape, names, quick, snr_min, model,
+     keep_examples) = task
+    from astro_deepcolor.simulation import CONTAMINANT_FLAGS
+
+    flags = dict(CONTAMINANT_FLAGS)
+    classes = [*flags, NO_CONTAMINANT]
+    sim = _simulate(regime, seed, shape)
+    truth = QTable(sim.truth, copy=True)
+    truth.meta = {}
+    fwhm = float(sim.fwhm)
+    bright = np.asarray(truth['snr'], float) >= snr_min
+    pairs = close_pairs(truth, fwhm=fwhm, truth_segmentation=sim.segmentation)
+    truth['image'] = np.full(len(truth), index)
+    truth['seed'] = np.full(len(truth), seed)
+    example = None
+    if index == 0:
+        example = {'data': np.asarray(sim.data), 'truth_seg': sim.segmentation,
+                   'truth': truth, 'fwhm': fwhm,
+                   'contaminants': np.asarray(sim.contaminants),
+                   'detections': {}}
+    rows = {}
+    for name in names:
+        det = make_detector(name, fwhm, model=model)
+        row = {k: [] for k in ('tp', 'fp', 'fn', 'tp_bright', 'failed',
+                               'deblend_ok', 'fp_class', 'matched')}
+        thresholds = thresholds_for(name, quick)
+        t0 = time.perf_counter()
+        for t, segm, table in det.sweep(sim.data, thresholds):
+            if table is None:
+                row['failed'].append(True)
+                for k in ('tp', 'fp', 'fn', 'tp_bright', 'deblend_ok'):
+                    row[k].append(0)
+                row['fp_class'].append(np.zeros(len(classes), int))
+                row['matched'].append(np.zeros(len(truth), bool))
+                continue
+            m = match_sources(truth, table, truth_segmentation=sim.segmentation,
+                              detection_segmentation=segm, fwhm=fwhm)
+            row['failed'].append(False)
+            row['tp'].append(m.tp)
+            row['fp'].append(m.fp)
+            row['fn'].append(m.fn)
+            row['tp_bright'].append(int(m.truth_matched[bright].sum()))
+            row['deblend_ok'].append(
+                int(m.truth_matched[pairs].all(axis=1).sum()) if len(pairs)
+                else 0)
+            counts = false_positives_by_class(m, table, sim.contaminants, flags,
+                                              detection_segmentation=segm)
+            row['fp_class'].append(np.array([counts[c] for c in classes]))
+            row['matched'].append(m.truth_matched)
+            if example is not None and name in keep_examples:
+                example['detections'].setdefault(name, {})[
+                    _threshold_label(t)] = (segm, table)
+        row['seconds'] = time.perf_counter() - t0
+        row['n_bright'] = int(bright.sum())
+        row['n_pairs'] = len(pairs)
+        row['pixels'] = int(sim.data.size)
+        rows[name] = row
+    return truth, example, rows
 
 
 def run_sweeps(*, regimes=('clean', 'contaminated'), detectors=None,
                n_images=None, shape=None, quick=False, snr_min=SNR_MIN,
-               progress=True, example_detectors=('sep', 'cnn'), model=None):
+               progress=True, example_detectors=('sep', 'cnn'), model=None,
+               n_jobs=1):
     """
     Run every detector's sweep on the test images of each regime.
 
@@ -369,6 +429,9 @@ def run_sweeps(*, regimes=('clean', 'contaminated'), detectors=None,
         Detectors whose detections are kept for the example panels.
     model : str, optional
         CNN model file (default: the shipped model).
+    n_jobs : int, optional
+        Worker processes (images are processed in parallel; results do
+        not depend on it).
 
     Returns
     -------
@@ -376,90 +439,62 @@ def run_sweeps(*, regimes=('clean', 'contaminated'), detectors=None,
     """
     from tqdm.auto import tqdm
 
-    from astro_deepcolor.simulation import CONTAMINANT_FLAGS
+    from astro_deepcolor.simulation import CONTAMINANT_FLAGS, load_recipe
+    from astro_deepcolor.utils._parameters import check_positive_int
 
+    n_jobs = check_positive_int(n_jobs, 'n_jobs')
     if n_images is None:
         n_images = 2 if quick else 40
+    n_images = check_positive_int(n_images, 'n_images')
     if shape is None and quick:
         shape = (128, 128)
     names, skipped = available_detectors(detectors, model=model)
     if not names:
         msg = f'no detector can run here: {skipped}'
         raise RuntimeError(msg)
-    flags = dict(CONTAMINANT_FLAGS)
-    classes = [*flags, NO_CONTAMINANT]
+    classes = [*CONTAMINANT_FLAGS, NO_CONTAMINANT]
     records = {}
     truths = {}
     examples = {}
-    for regime in regimes:
-        tables = []
-        bar = tqdm(_images(regime, n_images, shape, quick), total=n_images,
-                   desc=f'benchmark {regime}', disable=not progress,
-                   unit='image')
-        for i, (seed, sim) in enumerate(bar):
-            truth = QTable(sim.truth, copy=True)
-            truth.meta = {}
-            fwhm = float(sim.fwhm)
-            bright = np.asarray(truth['snr'], float) >= snr_min
-            pairs = close_pairs(truth, fwhm=fwhm,
-                                truth_segmentation=sim.segmentation)
-            truth['image'] = np.full(len(truth), i)
-            truth['seed'] = np.full(len(truth), seed)
-            tables.append(truth)
-            if i == 0:
-                examples[regime] = {'data': np.asarray(sim.data),
-                                    'truth_seg': sim.segmentation,
-                                    'truth': truth, 'fwhm': fwhm,
-                                    'contaminants': np.asarray(sim.contaminants),
-                                    'detections': {}}
-            for name in names:
-                rec = records.setdefault(
-                    (regime, name), _Record(thresholds=thresholds_for(name, quick)))
-                det = make_detector(name, fwhm, model=model)
-                row = {k: [] for k in ('tp', 'fp', 'fn', 'tp_bright', 'failed',
-                                       'deblend_ok', 'fp_class', 'matched')}
-                t0 = time.perf_counter()
-                for t, segm, table in det.sweep(sim.data, rec.thresholds):
-                    if table is None:
-                        row['failed'].append(True)
-                        for k in ('tp', 'fp', 'fn', 'tp_bright', 'deblend_ok'):
-                            row[k].append(0)
-                        row['fp_class'].append(np.zeros(len(classes), int))
-                        row['matched'].append(np.zeros(len(truth), bool))
-                        continue
-                    m = match_sources(truth, table,
-                                      truth_segmentation=sim.segmentation,
-                                      detection_segmentation=segm, fwhm=fwhm)
-                    row['failed'].append(False)
-                    row['tp'].append(m.tp)
-                    row['fp'].append(m.fp)
-                    row['fn'].append(m.fn)
-                    row['tp_bright'].append(int(m.truth_matched[bright].sum()))
-                    row['deblend_ok'].append(
-                        int(m.truth_matched[pairs].all(axis=1).sum())
-                        if len(pairs) else 0)
-                    counts = false_positives_by_class(
-                        m, table, sim.contaminants, flags,
-                        detection_segmentation=segm)
-                    row['fp_class'].append(np.array([counts[c] for c in classes]))
-                    row['matched'].append(m.truth_matched)
-                    if i == 0 and name in example_detectors:
-                        examples[regime]['detections'].setdefault(name, {})[
-                            _threshold_label(t)] = (segm, table)
-                rec.seconds += time.perf_counter() - t0
-                rec.pixels += sim.data.size
-                rec.tp.append(row['tp'])
-                rec.fp.append(row['fp'])
-                rec.fn.append(row['fn'])
-                rec.tp_bright.append(row['tp_bright'])
-                rec.n_bright.append(int(bright.sum()))
-                rec.failed.append(row['failed'])
-                rec.deblend_ok.append(row['deblend_ok'])
-                rec.n_pairs.append(len(pairs))
-                rec.fp_class.append(np.array(row['fp_class']))
-                rec.matched.append(np.array(row['matched']).reshape(
-                    len(rec.thresholds), len(truth)))
-        truths[regime] = vstack(tables) if tables else QTable()
+    pool = None
+    if n_jobs > 1:
+        import concurrent.futures
+        import multiprocessing
+
+        pool = concurrent.futures.ProcessPoolExecutor(
+            n_jobs, mp_context=multiprocessing.get_context('spawn'))
+    try:
+        for regime in regimes:
+            seeds = list(load_recipe(regime).seeds('test'))[:n_images]
+            tasks = [(regime, i, seed, shape, names, quick, snr_min, model,
+                      tuple(example_detectors)) for i, seed in enumerate(seeds)]
+            results = (pool.map(_process_image, tasks) if pool is not None
+                       else map(_process_image, tasks))
+            tables = []
+            for truth, example, rows in tqdm(results, total=len(tasks),
+                                             desc=f'benchmark {regime}',
+                                             disable=not progress, unit='image'):
+                tables.append(truth)
+                if example is not None:
+                    examples[regime] = example
+                for name, row in rows.items():
+                    rec = records.setdefault(
+                        (regime, name),
+                        _Record(thresholds=thresholds_for(name, quick)))
+                    for k in ('tp', 'fp', 'fn', 'tp_bright', 'failed',
+                              'deblend_ok', 'n_bright', 'n_pairs'):
+                        getattr(rec, k).append(row[k])
+                    rec.fp_class.append(np.array(row['fp_class']))
+                    rec.matched.append(np.array(row['matched']).reshape(
+                        len(rec.thresholds), len(truth)))
+                    rec.seconds += row['seconds']
+                    rec.pixels += row['pixels']
+            nonempty = [t for t in tables if len(t)]
+            truths[regime] = (vstack(nonempty) if nonempty
+                              else tables[0] if tables else QTable())
+    finally:
+        if pool is not None:
+            pool.shutdown()
     meta = {'regimes': list(regimes), 'detectors': names, 'quick': bool(quick),
             'n_images': int(n_images), 'shape': None if shape is None else
             list(shape), 'snr_min': float(snr_min),
