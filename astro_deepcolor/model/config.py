@@ -104,7 +104,7 @@ def gflop_per_megapixel(n_colors, depth, width):
     macs += 9 * (cin * w + w * w) / 4**depth
     for level in reversed(range(depth)):  # decoder
         w = widths[level]
-        macs += 4 * widths[level + 1] * w / 4**level  # transposed conv 2x2
+        macs += widths[level + 1] * w / 4**level  # transposed conv 2x2, stride 2
         macs += 9 * (2 * w * w + w * w) / 4**level
     macs += widths[0] * (n_colors + 1)  # 1x1 head
     return 2 * macs * 1e6 / 1e9

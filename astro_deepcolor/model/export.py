@@ -32,14 +32,11 @@ import numpy as np
 
 from astro_deepcolor.exceptions import ModelError
 from astro_deepcolor.model.config import METADATA_KEY
-from astro_deepcolor.model.io import INPUT_NAME, OUTPUT_NAME
+from astro_deepcolor.model.io import FORM_KEY, INPUT_NAME, OUTPUT_NAME
 from astro_deepcolor.utils._io import atomic_path, check_writable
 from astro_deepcolor.utils._parameters import check_choice
 
-__all__ = ['FORM_KEY', 'export_onnx', 'verify_onnx']
-
-#: Metadata key naming the form of an exported model.
-FORM_KEY = 'astro_deepcolor_form'
+__all__ = ['export_onnx', 'verify_onnx']
 
 #: Default opset (the torch.export-based exporter implements >= 18).
 OPSET = 18

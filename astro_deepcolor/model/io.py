@@ -16,8 +16,8 @@ from pathlib import Path
 from astro_deepcolor.exceptions import ModelError
 from astro_deepcolor.model.config import METADATA_KEY, ModelConfig
 
-__all__ = ['DEFAULT_MODEL_PATH', 'INPUT_NAME', 'OUTPUT_NAME', 'LoadedModel',
-           'load_model']
+__all__ = ['DEFAULT_MODEL_PATH', 'FORM_KEY', 'INPUT_NAME', 'OUTPUT_NAME',
+           'LoadedModel', 'load_model']
 
 #: The model shipped with the package.
 DEFAULT_MODEL_PATH = (Path(__file__).resolve().parents[1] / 'data'
@@ -28,6 +28,10 @@ INPUT_NAME = 'image'
 
 #: Name of the graph output (probabilities, NCHW).
 OUTPUT_NAME = 'probs'
+
+#: Metadata key naming the form of an exported model
+#: ('astro_deepcolor' or 'sourcextractor').
+FORM_KEY = 'astro_deepcolor_form'
 
 
 def _session_options(intra_op_num_threads=None, optimize=True):
@@ -158,6 +162,9 @@ def load_model(path=None):
     if METADATA_KEY not in meta:
         _fail(path, f'has no {METADATA_KEY!r} metadata (not an '
                     'astro_deepcolor model?)')
+    if meta.get(FORM_KEY, 'astro_deepcolor') != 'astro_deepcolor':
+        _fail(path, f'is a {meta[FORM_KEY]!r}-form export (e.g. NHWC for '
+                    'SourceXtractor++), not the astro_deepcolor form')
     try:
         config = ModelConfig.from_json(meta[METADATA_KEY])
     except (TypeError, ValueError) as exc:

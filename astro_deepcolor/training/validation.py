@@ -154,7 +154,7 @@ def summarize_sweep(counts, thresholds=DEFAULT_THRESHOLDS,
     comp = counts[:, 0] / np.maximum(counts[:, 1], 1)
     cont = 1.0 - counts[:, 2] / np.maximum(counts[:, 3], 1)
     cont[counts[:, 3] == 0] = 0.0
-    ok = cont <= max_contamination
+    ok = cont <= max_contamination + 1e-9
     out = {'thresholds': [float(t) for t in thresholds],
            'completeness': comp.round(4).tolist(),
            'contamination': cont.round(4).tolist(),

@@ -1,0 +1,206 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""Tests of the training data pipeline, the loop, checkpoints and resume."""
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from astro_deepcolor.training.data import (
+    IGNORE,
+    collate,
+    halo_pairs_from_labels,
+    make_crops,
+)
+from astro_deepcolor.training.validation import (
+    detections_from_probs,
+    summarize_sweep,
+)
+
+
+def _brute_halo(labels, radius):
+    yy, xx = np.mgrid[-radius:radius + 1, -radius:radius + 1]
+    disk = xx**2 + yy**2 <= radius**2
+    pairs = set()
+    for k in np.unique(labels[labels > 0]):
+        fp = labels == k
+        halo = ndimage.binary_dilation(fp, structure=disk) & ~fp
+        pairs.update((int(p), int(k)) for p in np.flatnonzero(halo))
+    return pairs
+
+
+def test_halo_pairs_match_brute_force():
+    rng = np.random.default_rng(0)
+    labels = np.zeros((40, 50), np.int64)
+    for k in range(1, 12):
+        y, x = rng.integers(0, 36), rng.integers(0, 46)
+        labels[y:y + rng.integers(1, 6), x:x + rng.integers(1, 6)] = k
+    labels[0:3, 0:3] = IGNORE  # ignored pixels have no halo
+    for radius in (1, 3, 8):
+        pix, lab = halo_pairs_from_labels(labels, radius)
+        assert set(zip(pix.tolist(), lab.tolist(), strict=True)) == \
+            _brute_halo(labels, radius)
+
+
+def test_halo_pairs_agree_with_simulation():
+    from astro_deepcolor.simulation import simulate_image
+
+    sim = simulate_image((128, 128), regime='clean', seed=3, density=2.0)
+    seg = np.asarray(sim.segmentation.data)
+    pix, lab = halo_pairs_from_labels(seg, 8)
+    ref_pix, ref_lab = sim.halo_pairs(radius=8)
+    assert set(zip(pix.tolist(), lab.tolist(), strict=True)) == \
+        set(zip(ref_pix.tolist(), ref_lab.astype(int).tolist(), strict=True))
+    empty = halo_pairs_from_labels(np.zeros((5, 5), int), 3)
+    assert empty[0].size == 0
+
+
+def test_make_crops_and_collate():
+    from astro_deepcolor.simulation import simulate_image
+
+    sim = simulate_image((256, 256), regime='contaminated', seed=4, density=2.0)
+    rng = np.random.default_rng(0)
+    crops = make_crops(sim, crop=64, n_crops=3, rng=rng, min_snr=3.0)
+    assert len(crops) == 3
+    for img, lab in crops:
+        assert img.shape == lab.shape == (64, 64)
+        assert img.dtype == np.float32
+        assert np.isfinite(img).all()
+    # Faint truth sources are ignored, bright ones kept.
+    full = make_crops(sim, crop=256, n_crops=1, rng=rng, min_snr=3.0,
+                      augment=False)[0][1]
+    faint = sim.truth['label'][sim.truth['snr'] < 3.0]
+    bright = sim.truth['label'][sim.truth['snr'] >= 3.0]
+    assert not np.isin(faint, full).any()
+    assert np.isin(bright, full).all()
+    assert (full == IGNORE).any()
+    # Contaminant pixels outside footprints are background.
+    seg = np.asarray(sim.segmentation.data)
+    cont = (np.asarray(sim.contaminants) > 0) & (seg == 0)
+    assert cont.any()
+    assert (full[cont] == 0).all()
+    batch = collate(crops, halo_radius=4)
+    assert batch['image'].shape == (3, 1, 64, 64)
+    labels = batch['labels']
+    # Ids are unique across the batch.
+    for i in range(3):
+        for j in range(i + 1, 3):
+            a, b = labels[i][labels[i] > 0], labels[j][labels[j] > 0]
+            assert not np.intersect1d(a, b).size
+    flat = labels.ravel()
+    assert (flat[batch['halo_pix']] != batch['halo_src']).all()
+    assert np.isin(batch['halo_src'], flat[flat > 0]).all()
+
+
+def test_detections_from_probs():
+    probs = np.zeros((3, 20, 20), np.float32)
+    probs[0] = 1.0
+    # Two touching blobs in different colours, one tiny blob.
+    probs[:, 5:10, 2:8] = np.array([0.1, 0.8, 0.1])[:, None, None]
+    probs[:, 5:10, 8:14] = np.array([0.1, 0.1, 0.8])[:, None, None]
+    probs[:, 15, 15] = np.array([0.1, 0.9, 0.0])
+    segm, xy = detections_from_probs(probs, np.ones((20, 20)), 0.5, n_pixels=3)
+    assert segm.max() == 2
+    np.testing.assert_allclose(sorted(xy[:, 0]), [4.5, 10.5])
+    np.testing.assert_allclose(xy[:, 1], [7.0, 7.0])
+
+
+def test_summarize_sweep():
+    counts = np.array([[9, 10, 20, 25], [8, 10, 19, 20], [5, 10, 10, 10]])
+    s = summarize_sweep(counts, thresholds=(0.1, 0.5, 0.9))
+    assert s['completeness'] == [0.9, 0.8, 0.5]
+    assert s['contamination'] == [0.2, 0.05, 0.0]
+    assert s['best_threshold'] == 0.5
+    assert s['best_completeness'] == 0.8
+
+
+# ---- the loop -----------------------------------------------------------
+
+def _configs(tmp_path, **train):
+    pytest.importorskip('torch')
+    from astro_deepcolor.model import ModelConfig
+    from astro_deepcolor.training.train import TrainConfig
+
+    mc = ModelConfig(width=4, depth=2, n_colors=3, halo_radius=4)
+    kw = {'out_dir': str(tmp_path), 'steps': 4, 'batch_size': 2, 'crop': 64,
+          'crops_per_image': 2, 'num_workers': 0, 'val_images': 0,
+          'log_every': 1, 'checkpoint_every': 2, 'val_every': 100,
+          'warmup_steps': 1, 'seed': 5}
+    kw.update(train)
+    return mc, TrainConfig(**kw)
+
+
+def test_train_resume_is_exact(tmp_path):
+    torch = pytest.importorskip('torch')
+    from astro_deepcolor.training.train import train
+
+    mc, tc = _configs(tmp_path / 'a')
+    full = train(mc, tc, progress=False)
+    assert full['step'] == 4
+    mc, tc2 = _configs(tmp_path / 'b')
+    assert train(mc, tc2, progress=False, max_steps=2)['step'] == 2
+    resumed = train(mc, tc2, resume=True, progress=False)
+    assert resumed['step'] == 4
+    a = torch.load(tmp_path / 'a' / 'last.pt', weights_only=True)
+    b = torch.load(tmp_path / 'b' / 'last.pt', weights_only=True)
+    for k, v in a['model'].items():
+        torch.testing.assert_close(v, b['model'][k], rtol=0, atol=0)
+    assert a['step'] == b['step'] == 4
+    assert a['config']['training']['steps_done'] == 4
+    log = (tmp_path / 'b' / 'train.log').read_text()
+    assert 'resumed from' in log
+    assert 'step 4 loss' in log
+
+
+def test_train_validation_and_export(tmp_path):
+    pytest.importorskip('torch')
+    pytest.importorskip('onnxscript')
+    from astro_deepcolor.model import load_model
+    from astro_deepcolor.training.train import train
+
+    onnx_path = tmp_path / 'best.onnx'
+    mc, tc = _configs(tmp_path, steps=2, val_images=1, val_every=2,
+                      export_onnx=str(onnx_path), recipes={'clean': 1.0})
+    out = train(mc, tc, progress=False)
+    assert out['last_validation']['step'] == 2
+    assert 'clean' in out['last_validation']
+    assert (tmp_path / 'best.pt').exists()
+    assert (tmp_path / 'history.json').exists()
+    model = load_model(onnx_path)
+    assert model.config.n_colors == 3
+    assert model.config.training['steps_done'] == 2
+
+
+def test_resume_errors(tmp_path):
+    pytest.importorskip('torch')
+    from astro_deepcolor.model import ModelConfig
+    from astro_deepcolor.training.train import train
+
+    mc, tc = _configs(tmp_path, steps=1)
+    with pytest.raises(FileNotFoundError, match='cannot resume'):
+        train(mc, tc, resume=True, progress=False)
+    train(mc, tc, progress=False)
+    with pytest.raises(ValueError, match=r'model configuration .* differs'):
+        train(ModelConfig(width=8, depth=2, n_colors=3, halo_radius=4), tc,
+              resume=True, progress=False)
+
+
+def test_load_config_and_errors(tmp_path):
+    pytest.importorskip('torch')
+    from pathlib import Path
+
+    from astro_deepcolor.training.train import load_config
+
+    root = Path(__file__).parents[1]
+    mc, tc = load_config(root / 'configs' / 'default.yaml', steps=10)
+    assert tc.steps == 10
+    assert tc.crop % mc.tile_multiple == 0
+    assert set(tc.recipes) == {'clean', 'contaminated'}
+    bad = tmp_path / 'bad.yaml'
+    bad.write_text('train: {stepz: 3}\n')
+    with pytest.raises(ValueError, match=r"unknown train keys .*'stepz'"):
+        load_config(bad)
+    bad.write_text('train: {batch_size: 6, crops_per_image: 4}\n')
+    with pytest.raises(ValueError, match='batch_size \\(6\\) must be a multiple'):
+        load_config(bad)
+    with pytest.raises(FileNotFoundError, match='does not exist'):
+        load_config(tmp_path / 'nope.yaml')
