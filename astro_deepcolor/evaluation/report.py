@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ['SUMMARY_COLUMNS', 'write_outputs']
+__all__ = ['SUMMARY_COLUMNS', 'summary_rst', 'write_outputs']
 
 #: Columns of the summary shown in the HTML report and the docs.
 SUMMARY_COLUMNS = (
@@ -96,32 +96,42 @@ def plot_curves(curves, summary, path):
 
 
 def plot_completeness_mag(binned, summary, path):
-    """Completeness vs magnitude at each detector's operating point."""
+    """Completeness vs magnitude and S/N at each detector's operating point."""
     plt = _plt()
     regimes = list(dict.fromkeys(binned['regime']))
-    fig, axes = plt.subplots(1, len(regimes), figsize=(5.2 * len(regimes), 4.0),
+    fig, axes = plt.subplots(2, len(regimes), figsize=(5.2 * len(regimes), 7.4),
                              squeeze=False, sharey=True)
-    for ax, regime in zip(axes[0], regimes, strict=True):
-        sel = binned[(binned['regime'] == regime) & (binned['quantity'] == 'mag')]
-        for name in _order(set(sel['detector'])):
-            b = sel[(sel['detector'] == name) & (sel['n_truth'] > 0)]
-            mid = 0.5 * (b['low'] + b['high'])
-            n = np.asarray(b['n_truth'], float)
-            p = np.asarray(b['completeness'], float)
-            err = np.sqrt(np.clip(p * (1 - p), 0, None) / n)
-            op = summary[(summary['regime'] == regime)
-                         & (summary['detector'] == name)]['operating_threshold']
-            ax.errorbar(mid, p, yerr=err, fmt='-o', ms=3, lw=1.2,
-                        color=_COLORS.get(name), elinewidth=0.6,
-                        label=f'{name} ({op[0]})')
-        ax.set_xlabel('truth magnitude')
-        ax.set_title(f'{regime} (operating points)')
-        ax.set_ylim(0, 1.02)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc='lower left')
-    axes[0][0].set_ylabel('completeness')
+    for col, regime in enumerate(regimes):
+        for row, quantity in enumerate(('mag', 'snr')):
+            ax = axes[row][col]
+            sel = binned[(binned['regime'] == regime)
+                         & (binned['quantity'] == quantity)]
+            for name in _order(set(sel['detector'])):
+                b = sel[(sel['detector'] == name) & (sel['n_truth'] > 0)]
+                mid = (np.sqrt(b['low'] * b['high']) if quantity == 'snr'
+                       else 0.5 * (b['low'] + b['high']))
+                n = np.asarray(b['n_truth'], float)
+                p = np.asarray(b['completeness'], float)
+                err = np.sqrt(np.clip(p * (1 - p), 0, None) / n)
+                op = summary[(summary['regime'] == regime)
+                             & (summary['detector'] == name)]
+                ax.errorbar(mid, p, yerr=err, fmt='-o', ms=3, lw=1.2,
+                            color=_COLORS.get(name), elinewidth=0.6,
+                            label=f'{name} ({op["operating_threshold"][0]})')
+            if quantity == 'snr':
+                ax.set_xscale('log')
+                ax.axvline(5, color='0.6', lw=0.7, ls=':')
+                ax.set_xlabel('truth optimal S/N')
+            else:
+                ax.set_xlabel('truth magnitude')
+                ax.set_title(f'{regime} (operating points)')
+            ax.set_ylim(0, 1.02)
+            ax.grid(alpha=0.3)
+            if col == 0:
+                ax.set_ylabel('completeness')
+        axes[0][col].legend(fontsize=7, loc='lower left')
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
@@ -231,6 +241,49 @@ def _html_table(table, columns):
     return f'<table border="1" cellspacing="0" cellpadding="3"><tr>{head}</tr>{rows}</table>'
 
 
+def summary_rst(summary):
+    """
+    The summary as a reStructuredText list-table (for the docs).
+
+    Parameters
+    ----------
+    summary : `~astropy.table.QTable`
+        From `~astro_deepcolor.evaluation.harness.summarize`.
+
+    Returns
+    -------
+    text : str
+    """
+    def pct(r, key):
+        v = float(r[key])
+        if not np.isfinite(v):
+            return '--'
+        err = r[key + '_err'] if key + '_err' in r.colnames else None
+        if err is not None and np.isfinite(err):
+            return f'{v:.3f} ± {float(err):.3f}'
+        return f'{v:.3f}'
+
+    fp_cols = [c for c in summary.colnames if c.startswith('fp_')
+               and c != 'fp_total']
+    head = ['regime', 'detector', 'C @ 1 %', 'C @ 5 %', 'C @ 10 %',
+            'min. contam.', 'operating point', 'C (S/N ≥ 5)', 'deblend',
+            'FP by class (operating point)']
+    lines = ['.. list-table::', '   :header-rows: 1', '']
+    lines.append('   * - ' + '\n     - '.join(head))
+    for r in summary:
+        fps = ', '.join(f'{c[3:]} {int(r[c])}' for c in fp_cols if int(r[c]))
+        cells = [r['regime'], r['detector'], pct(r, 'completeness_at_1pct'),
+                 pct(r, 'completeness_at_5pct'), pct(r, 'completeness_at_10pct'),
+                 _fmt(r['min_contamination']),
+                 f"{r['operating_threshold']} (C {float(r['operating_completeness']):.3f}, "
+                 f"contam. {float(r['operating_contamination']):.3f})",
+                 _fmt(r['operating_completeness_bright']),
+                 f"{_fmt(r['deblend_success'])} ({int(r['n_pairs'])} pairs)",
+                 fps or 'none']
+        lines.append('   * - ' + '\n     - '.join(str(c) for c in cells))
+    return '\n'.join(lines) + '\n'
+
+
 def write_outputs(result, curves, summary, binned, fp_table, out_dir, *,
                   real=None):
     """
@@ -275,6 +328,8 @@ def write_outputs(result, curves, summary, binned, fp_table, out_dir, *,
         del files['benchmark_examples']
     meta = dict(result.meta)
     meta['skipped'] = dict(result.skipped)
+    files['summary_rst'] = out / 'summary_table.rst'
+    files['summary_rst'].write_text(summary_rst(summary))
     files['meta'] = out / 'meta.json'
     files['meta'].write_text(json.dumps(meta, indent=2, default=str))
 
@@ -292,6 +347,11 @@ def write_outputs(result, curves, summary, binned, fp_table, out_dir, *,
     fp_cols = [c for c in summary.colnames if c.startswith('fp_')]
     parts.append('<h3>False positives per contaminant class (operating point)</h3>')
     parts.append(_html_table(summary, ['regime', 'detector', *fp_cols]))
+    kinds = binned[[q.startswith('kind:') for q in binned['quantity']]]
+    if len(kinds):
+        parts.append('<h3>Completeness per source kind (operating point)</h3>')
+        parts.append(_html_table(kinds, ['regime', 'detector', 'quantity',
+                                         'n_truth', 'n_matched', 'completeness']))
     for key in ('benchmark_completeness_contamination', 'benchmark_completeness_mag',
                 'benchmark_fp_classes', 'benchmark_examples'):
         if key in files:
