@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from astro_deepcolor.model.config import ModelConfig
+from astro_deepcolor.model.export import export_onnx
 from astro_deepcolor.model.unet import UNet
 from astro_deepcolor.training.data import CropStream, batches
 from astro_deepcolor.training.loss import DeepColoringLoss
@@ -357,10 +358,12 @@ def train(model_config, train_config, *, resume=False, progress=True,
             checkpoint(best_path)
             log(f'new best {score:.4f} -> {best_path}')
             if tc.export_onnx:
-                from astro_deepcolor.model.export import export_onnx
-
-                export_onnx(best_path, tc.export_onnx, overwrite=True)
-                log(f'exported {tc.export_onnx}')
+                # A failed export must not kill a long run: log it, go on.
+                try:
+                    export_onnx(best_path, tc.export_onnx, overwrite=True)
+                    log(f'exported {tc.export_onnx}')
+                except Exception as exc:
+                    log(f'ONNX export failed: {exc!r}')
 
     end = tc.steps if max_steps is None else min(tc.steps, step + max_steps)
     bar = tqdm(total=end, initial=step, disable=not progress, unit='step',
