@@ -389,22 +389,18 @@ def test_worker_killed_mid_run(client, survey, tmp_path):
     assert got == expected
 
 
-def test_run_cli_with_scheduler(client, survey, tmp_path, capsys):
-    """The CLI batch mode against an existing cluster (--scheduler)."""
-    pytest.importorskip('astro_deepcolor.inference')
+def test_run_cli_with_scheduler(client, survey, tmp_path, capsys,
+                                tiny_model_path):
+    """The CLI batch mode, real finder, on an existing cluster (--scheduler)."""
     from astro_deepcolor.batch import run_cli
+    from astro_deepcolor.cli import main
 
-    try:
-        from astro_deepcolor.model import load_model
-
-        load_model()
-    except Exception as exc:
-        pytest.skip(f'no shipped model: {exc}')
     out = tmp_path / 'cli'
     args = types.SimpleNamespace(
         inputs=[str(survey / 'exp*.fits'), str(survey / 'corrupt.fits')],
         out=str(out), scheduler=client.scheduler.address, workers=None,
-        threshold=0.5, n_pixels=5, overwrite=False, segmentation=False,
+        threshold=0.5, n_pixels=5, overwrite=False, segmentation=None,
+        write_segmentation=True, model=str(tiny_model_path), tile_size=1024,
         quiet=True)
     assert run_cli(args) == 1  # the corrupt file failed
     err = capsys.readouterr().err
@@ -417,89 +413,80 @@ def test_run_cli_with_scheduler(client, survey, tmp_path, capsys):
         sys.modules['astro_deepcolor.batch.runner'].FINDER_LOADS.values()))
     assert sum(loads.values()) <= 2
     assert all(n <= 1 for n in loads.values())
-    # resume: nothing left to do
-    assert run_cli(args) == 1
-    assert '0 images detected' in capsys.readouterr().err
+    assert len(list((out / 'segmentation').glob('*.segm.fits'))) == 6
+    # resume through the real command line: nothing left to do
+    status = main(['detect', str(survey / 'exp*.fits'),
+                   str(survey / 'corrupt.fits'), '--out', str(out),
+                   '--scheduler', client.scheduler.address, '--model',
+                   str(tiny_model_path), '--write-segmentation', '--quiet'])
+    assert status == 1
+    assert f'0 images detected, {N_FILES * N_CCDS} already done' in (
+        capsys.readouterr().err)
 
 
 # -- mosaic stitching -------------------------------------------------------
-def _reference_labels(classes, connectivity, n_pixels):
-    from scipy.ndimage import generate_binary_structure, label
-
-    structure = generate_binary_structure(2, 1 if connectivity == 4 else 2)
-    out = np.zeros(classes.shape, dtype=np.int64)
-    offset = 0
-    for c in np.unique(classes[classes > 0]):
-        lab, n = label(classes == c, structure=structure)
-        areas = np.bincount(lab.ravel())
-        small = areas < n_pixels
-        small[0] = True
-        lab[small[lab]] = 0
-        out[lab > 0] = lab[lab > 0] + offset
-        offset += n
-    return out
-
-
-def assert_same_partition(a, b):
-    """Equal label images up to a permutation of the label numbers."""
-    a = np.asarray(a)
-    b = np.asarray(b)
-    assert a.shape == b.shape
-    np.testing.assert_array_equal(a > 0, b > 0)
-    pairs = np.unique(np.stack([a[a > 0], b[b > 0]]), axis=1)
-    assert len(np.unique(pairs[0])) == pairs.shape[1]
-    assert len(np.unique(pairs[1])) == pairs.shape[1]
-
-
-@pytest.mark.parametrize('connectivity', [4, 8])
-def test_stitch_labels_exact(connectivity):
-    import dask
-    import dask.array as da
+def _colour_map(seed, shape=(300, 260)):
+    """Blobs of 5 colours with flicker: a hard case for the stitching."""
     from scipy.ndimage import gaussian_filter
 
-    rng = np.random.default_rng(7)
-    field = gaussian_filter(rng.normal(size=(300, 260)), 3)
-    classes = np.where(field > 0.02, 1, 0).astype(np.uint8)
-    classes[field > 0.06] = 2  # a second colour inside the first
-    # a thin diagonal snake through many chunks: small in every chunk,
-    # large as a whole, joined only through diagonal corner contacts
+    rng = np.random.default_rng(seed)
+    fg = gaussian_filter(rng.normal(size=shape), 2.5) > 0.03
+    col = (np.floor(gaussian_filter(rng.normal(size=shape), 4) * 40) % 5
+           + 1).astype(np.uint8)
+    flicker = rng.random(shape) < 0.05
+    col[flicker] = rng.integers(1, 6, flicker.sum())
+    colour = np.where(fg, col, 0).astype(np.uint8)
+    # a one-pixel diagonal snake through many chunks: tiny in each chunk,
+    # one source under 8-connectivity only through chunk-corner contacts
     for t in range(250):
-        classes[t, t] = 3
-    classes[5, 200:206] = 3  # a small object, removed by n_pixels
-    n_pixels = 20
-    ref = _reference_labels(classes, connectivity, n_pixels)
+        colour[t, t] = 6
+    return colour
+
+
+@pytest.mark.parametrize(('seed', 'connectivity', 'n_pixels'),
+                         [(0, 8, 5), (1, 4, 5), (2, 8, 20), (3, 8, 1)])
+def test_stitch_labels_equals_in_memory(seed, connectivity, n_pixels):
+    import dask
+    import dask.array as da
+
+    from astro_deepcolor.postprocessing import label_sources
+
+    colour = _colour_map(seed)
+    ref = label_sources(colour, colour.astype(np.float32), n_pixels,
+                        connectivity=connectivity)
     with dask.config.set(scheduler='synchronous'):
-        labels, n = stitch_labels(da.from_array(classes, chunks=(64, 50)),
-                                  connectivity=connectivity,
-                                  n_pixels=n_pixels)
+        labels, n = stitch_labels(da.from_array(colour, chunks=(64, 50)),
+                                  n_pixels=n_pixels, connectivity=connectivity)
         labels = labels.compute()
-    assert n == len(np.unique(ref)) - 1 == labels.max()
-    assert_same_partition(labels, ref)
+    assert n == ref.n_labels > 100
+    # label for label, not only up to a permutation
+    np.testing.assert_array_equal(labels, ref.data)
     snake = labels[np.arange(250), np.arange(250)]
-    if connectivity == 8:
+    if connectivity == 8 and n_pixels <= 250:
         assert len(np.unique(snake)) == 1
         assert snake[0] > 0
-    else:
-        assert snake.max() == 0  # single pixels: below n_pixels
 
 
-def test_detect_mosaic_equals_in_memory():
-    """Chunked inference + stitching == in-memory detection (real model)."""
-    inference = pytest.importorskip('astro_deepcolor.inference')
+def test_detect_mosaic_equals_in_memory(tiny_model_path):
+    """Chunked inference + stitching == in-memory detection, exactly."""
     import dask
     import dask.array as da
 
     from astro_deepcolor.batch import detect_mosaic
+    from astro_deepcolor.inference import DeepColorSegmentation
 
-    try:
-        finder = inference.DeepColorSegmentation(threshold=0.5, n_pixels=5)
-        sim = simulate_image((384, 384), seed=3, density=2.0)
-        segm = finder(sim.data)
-    except Exception as exc:
-        pytest.skip(f'deep-coloring finder unavailable: {exc}')
-    with dask.config.set(scheduler='synchronous'):
-        labels, n = detect_mosaic(da.from_array(sim.data, chunks=192), finder)
-        labels = labels.compute()
+    finder = DeepColorSegmentation(threshold=0.5, n_pixels=5,
+                                   model=tiny_model_path, tile_shape=256)
+    sim = simulate_image((448, 384), seed=3, density=2.0)
+    data = np.array(sim.data)
+    data[100:104, 200:260] = np.nan  # bad pixels, crossing a chunk edge
+    segm = finder(data)
     assert segm is not None
-    assert n == segm.nlabels
-    assert_same_partition(labels, segm.data)
+    assert segm.n_labels > 10
+    with dask.config.set(scheduler='synchronous'):
+        labels, n = detect_mosaic(da.from_array(data, chunks=128), finder,
+                                  chunks=128)
+        assert labels.numblocks == (4, 3)
+        labels = labels.compute()
+    assert n == segm.n_labels
+    np.testing.assert_array_equal(labels, segm.data)

@@ -21,7 +21,7 @@ from .inputs import (
     scan_image_hdus,
 )
 from .manifest import FILE_ROW, STATUSES, Manifest
-from .mosaic import detect_mosaic, stitch_labels
+from .mosaic import detect_mosaic, mosaic_background, stitch_labels
 from .runner import (
     BatchDetector,
     BatchResult,
@@ -46,6 +46,7 @@ __all__ = [
     'expand_inputs',
     'get_finder',
     'make_client',
+    'mosaic_background',
     'output_stems',
     'read_image_hdu',
     'run_cli',

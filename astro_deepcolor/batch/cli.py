@@ -34,8 +34,8 @@ def run_cli(args):
         ``out`` (output directory), ``scheduler`` (address of an existing
         Dask cluster), ``workers`` (local workers), ``threshold``,
         ``n_pixels``, ``connectivity``, ``model``, ``backend``,
-        ``device``, ``batch_size``, ``hdu``, ``segmentation`` (write
-        segmentation images), ``catalog_format`` / ``merged_format``
+        ``device``, ``batch_size``, ``tile_size``, ``hdu``,
+        ``write_segmentation`` (write segmentation images), ``catalog_format`` / ``merged_format``
         (``'parquet'`` for a Parquet merged catalogue), ``overwrite``,
         ``progress`` / ``quiet``. Missing attributes take the
         `~astro_deepcolor.batch.BatchDetector` defaults.
@@ -53,8 +53,16 @@ def run_cli(args):
         inputs = [inputs]
     out = _arg(args, 'out', 'output')
     if out is None:
-        msg = 'batch detection needs an output directory: --out DIR'
+        msg = ('several inputs need an output directory: --out DIR (one '
+               'catalogue per image plus a merged catalogue)')
         raise ValueError(msg)
+    for name in ('catalog', 'regions', 'segmentation'):
+        value = getattr(args, name, None)
+        if isinstance(value, str):
+            msg = (f'--{name} names one output file; in batch mode outputs '
+                   f'go to --out DIR (use --write-segmentation for '
+                   'segmentation images)')
+            raise ValueError(msg)
     merged_format = _arg(args, 'merged_format', default='fits')
     catalog_format = _arg(args, 'catalog_format', default='fits')
     if catalog_format == 'parquet':
@@ -74,9 +82,10 @@ def run_cli(args):
         backend=_arg(args, 'backend', default='auto'),
         device=_arg(args, 'device', default='auto'),
         batch_size=_arg(args, 'batch_size'),
+        tile_shape=_arg(args, 'tile_size', 'tile_shape'),
         hdu=hdu,
-        segmentation=bool(_arg(args, 'segmentation', 'write_segmentation',
-                               default=False)),
+        segmentation=bool(_arg(args, 'write_segmentation', default=False)
+                          or getattr(args, 'segmentation', None) is True),
         catalog_format=catalog_format,
         merged_format=merged_format,
         scheduler=_arg(args, 'scheduler'),

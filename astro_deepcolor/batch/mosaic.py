@@ -24,11 +24,13 @@ label numbers. Memory per task is one chunk plus its margin; the driver
 holds only the chunk edges and one integer per label.
 """
 
+import math
+
 import numpy as np
 
 from astro_deepcolor.utils._parameters import check_choice, check_positive_int
 
-__all__ = ['detect_mosaic', 'stitch_labels']
+__all__ = ['detect_mosaic', 'mosaic_background', 'stitch_labels']
 
 
 def _structure(connectivity):
@@ -404,60 +406,165 @@ def stitch_labels(colour, *, n_pixels=5, connectivity=8, merge_fraction=0.5,
     return labels, int(kept.size)
 
 
-def _finder_classes(block, finder, threshold, mask_block=None):
-    """Pixel classes of one (extended) block from the finder."""
-    probs = finder.predict(np.asarray(block), mask=mask_block)
-    return _classes_from_probs(finder, probs, threshold, mask_block)
+def _mesh_stats(block, bad, box_size, steps, min_fraction):
+    """Clipped sky mode and sigma of the meshes of one block."""
+    from astro_deepcolor.preprocessing import _clipped_stats, _mesh_samples
+
+    samples = _mesh_samples(np.asarray(block, dtype=np.float32),
+                            np.asarray(bad), box_size, steps)
+    nby, nbx, n = samples.shape
+    mode, sigma, good = _clipped_stats(samples.reshape(nby * nbx, n),
+                                       min_fraction)
+    return (mode.reshape(nby, nbx), sigma.reshape(nby, nbx),
+            good.reshape(nby, nbx))
 
 
-def _classes_from_probs(finder, probs, threshold, mask=None):
-    # Mirrors DeepColorSegmentation.segment: background where the
-    # background probability is above 1 - threshold, else the most
-    # probable colour.
-    probs = np.asarray(probs)
-    fg = (1.0 - probs[0]) >= threshold
-    classes = np.argmax(probs[1:], axis=0).astype(np.uint8) + 1
-    classes[~fg] = 0
-    if mask is not None:
-        classes[np.asarray(mask, dtype=bool)] = 0
-    return classes
+def _interpolate_block(meshes, wy, wx, which):
+    tmp = np.matmul(wy, meshes)
+    if which == 0:
+        return tmp[0] @ wx.T
+    rms = tmp[1] @ wx.T
+    np.maximum(rms, np.float32(0), out=rms)
+    return rms
 
 
-def detect_mosaic(image, finder=None, *, threshold=None, mask=None,
-                  chunks=4096, margin=None, client=None):
+def mosaic_background(image, bad, *, box_size=64, filter_size=3,
+                      min_fraction=0.5, client=None):
+    """
+    Sky and rms maps of a chunked image, as `estimate_background` makes them.
+
+    The mesh statistics are computed chunk by chunk (chunk edges fall on
+    mesh edges), the small mesh grid is filtered on the driver, and the
+    spline interpolation is evaluated chunk by chunk. The result equals
+    `~astro_deepcolor.preprocessing.estimate_background` on the whole
+    image, up to floating-point summation order.
+
+    Parameters
+    ----------
+    image, bad : 2D `dask.array.Array`
+        The image and its bad-pixel mask (same chunks, multiples of
+        ``box_size`` except the last ones).
+    box_size, filter_size : int, optional
+        Mesh size and median-filter size in meshes.
+    min_fraction : float, optional
+        Minimum valid fraction of a mesh.
+    client : `~distributed.Client`, optional
+        The cluster.
+
+    Returns
+    -------
+    background, rms : 2D `dask.array.Array` of float32
+        Sky level and noise standard deviation.
+    """
+    import dask
+    import dask.array as da
+
+    from astro_deepcolor.preprocessing import (
+        _choose_step,
+        _fill_bad_meshes,
+        _spline_weights,
+    )
+
+    for sizes in image.chunks:
+        if any(c % box_size for c in sizes[:-1]):
+            msg = (f'chunks must be multiples of box_size={box_size}, got '
+                   f'{image.chunks!r}')
+            raise ValueError(msg)
+    steps = _choose_step(box_size, 'auto')
+    blocks, bads = image.to_delayed(), bad.to_delayed()
+    nby, nbx = blocks.shape
+    tasks = [dask.delayed(_mesh_stats)(blocks[i, j], bads[i, j], box_size,
+                                       steps, min_fraction)
+             for i in range(nby) for j in range(nbx)]
+    stats = (client.gather(client.compute(tasks)) if client is not None
+             else list(dask.compute(*tasks)))
+    grid = [[stats[i * nbx + j] for j in range(nbx)] for i in range(nby)]
+    mode, sigma, good = (np.block([[g[k] for g in row] for row in grid])
+                         for k in range(3))
+    if not good.any():
+        msg = 'no mesh has enough valid (unmasked, finite) pixels'
+        raise ValueError(msg)
+    mode = _fill_bad_meshes(mode, good)
+    sigma = _fill_bad_meshes(sigma, good)
+    mby, mbx = mode.shape
+    if filter_size > 1 and (mby > 1 or mbx > 1):
+        from scipy.ndimage import median_filter
+
+        mode = median_filter(mode, size=filter_size, mode='nearest')
+        sigma = median_filter(sigma, size=filter_size, mode='nearest')
+    ny, nx = image.shape
+    wy = _spline_weights(ny, box_size, mby)
+    wx = _spline_weights(nx, box_size, mbx)
+    meshes = np.stack([mode, sigma]).astype(np.float32)
+    ys = np.concatenate([[0], np.cumsum(image.chunks[0])])
+    xs = np.concatenate([[0], np.cumsum(image.chunks[1])])
+    maps = []
+    for which in (0, 1):
+        out = [[da.from_delayed(
+            dask.delayed(_interpolate_block)(meshes, wy[ys[i]:ys[i + 1]],
+                                             wx[xs[j]:xs[j + 1]], which),
+            shape=(ys[i + 1] - ys[i], xs[j + 1] - xs[j]), dtype=np.float32)
+            for j in range(nbx)] for i in range(nby)]
+        maps.append(da.block(out))
+    return maps[0], maps[1]
+
+
+def _colour_block(block, bad, background, rms, finder, threshold):
+    """Deep-coloring classes of one chunk plus its margin."""
+    from astro_deepcolor.postprocessing import classify_pixels
+
+    bad = np.asarray(bad)
+    probs = finder.predict(np.asarray(block), bad, background=background,
+                           rms=rms)
+    colour, _ = classify_pixels(probs, threshold, bad)
+    return colour
+
+
+def _chunk_multiple(finder):
+    box = int(finder.config.background_box)
+    mult = int(finder.config.tile_multiple)
+    return box * mult // math.gcd(box, mult)
+
+
+def detect_mosaic(image, finder=None, *, mask=None, chunks=2048, client=None):
     """
     Detect sources in a huge image, chunk by chunk, with exact stitching.
 
     Parameters
     ----------
     image : 2D `dask.array.Array` or array-like
-        The image (for example ``da.from_zarr(...)`` or a FITS file opened
+        The image (for example ``da.from_zarr(...)``, or a FITS file opened
         with ``memmap=True`` and wrapped in `dask.array.from_array`).
     finder : `~astro_deepcolor.DeepColorSegmentation`, optional
         The finder (default: the shipped model with default settings). It
-        is pickled to the workers, which each build their own session.
-    threshold : float, optional
-        Probability threshold (default: the finder's).
-    mask : 2D `dask.array.Array` or array-like of bool, optional
+        is pickled to the workers, each of which builds its own session.
+    mask : 2D array-like of bool, optional
         True for pixels to ignore; same shape as ``image``.
-    chunks : int or tuple, optional
-        Chunk size when ``image`` is not already a dask array (rechunked
-        otherwise only if it is an int and differs).
-    margin : int, optional
-        Overlap added on each side of a chunk before inference; at least
-        the network's receptive field (default: the model's
-        ``receptive_field``, rounded up to its ``tile_multiple``).
+    chunks : int, optional
+        Chunk side, rounded up to a multiple of the model's background
+        mesh and tile multiple (the image is rechunked to it). Memory per
+        task is about ``4 * (n_colors + 6) * (chunks + 2 * overlap)**2``
+        bytes.
     client : `~distributed.Client`, optional
         Cluster to use (default: the current dask scheduler).
 
     Returns
     -------
     labels : 2D `dask.array.Array` of int32
-        The segmentation (0 = background), lazily computed from a
-        persisted class map. ``SegmentationImage(labels.compute())`` when
-        it fits in memory; ``labels.to_zarr(...)`` otherwise.
+        The segmentation (0 = background), computed lazily from a
+        persisted colour map: ``labels.compute()`` when it fits in memory,
+        ``labels.to_zarr(...)`` otherwise. Equal, label for label, to
+        ``finder(image)`` on the whole image.
     n_labels : int
         The number of sources.
+
+    Notes
+    -----
+    Three passes over the image: (1) mesh statistics of the background,
+    (2) network and pixel classification of each chunk extended by the
+    finder's ``overlap`` (which covers the receptive field, so every pixel
+    sees the same context as in memory), (3) chunk labelling and the exact
+    stitching of `stitch_labels`.
     """
     import dask.array as da
 
@@ -465,46 +572,34 @@ def detect_mosaic(image, finder=None, *, threshold=None, mask=None,
         from astro_deepcolor.inference import DeepColorSegmentation
 
         finder = DeepColorSegmentation()
-    if threshold is None:
-        threshold = finder.threshold
     if not isinstance(image, da.Array):
-        image = da.from_array(image, chunks=chunks)
-    elif isinstance(chunks, int) and max(image.chunksize) != chunks:
-        image = image.rechunk(chunks)
+        image = da.from_array(np.asarray(image), chunks=chunks)
     if image.ndim != 2:
         msg = f'image must be 2D, got shape {image.shape!r}'
         raise ValueError(msg)
-    if margin is None:
-        margin = _default_margin(finder)
-    margin = check_positive_int(margin, 'margin', minimum=0)
-    if min(min(c) for c in image.chunks) < margin and max(
-            len(c) for c in image.chunks) > 1:
-        msg = (f'chunks must be at least margin={margin} pixels; got chunk '
-               f'sizes {image.chunks!r}')
-        raise ValueError(msg)
-
-    args = [image]
+    chunks = check_positive_int(chunks, 'chunks')
+    step = _chunk_multiple(finder)
+    chunks = -(-chunks // step) * step
+    margin = int(finder.overlap)
+    image = image.astype(np.float32).rechunk(chunks)
+    bad = ~da.isfinite(image)
     if mask is not None:
         if not isinstance(mask, da.Array):
-            mask = da.from_array(np.asarray(mask, dtype=bool),
-                                 chunks=image.chunks)
-        args.append(mask.rechunk(image.chunks))
-
-    def classes_block(block, mask_block=None):
-        return _finder_classes(block, finder, threshold, mask_block)
-
-    classes = da.map_overlap(classes_block, *args, depth=margin,
-                             boundary='none', trim=True, dtype=np.uint8,
-                             align_arrays=False)
-    classes = client.persist(classes) if client is not None else classes.persist()
-    return stitch_labels(classes, connectivity=finder.connectivity,
-                         n_pixels=finder.n_pixels, client=client)
-
-
-def _default_margin(finder):
-    config = getattr(getattr(finder, 'model', None), 'config', None)
-    if config is None:
-        config = getattr(finder, 'config', None)
-    rf = int(getattr(config, 'receptive_field', 128))
-    mult = int(getattr(config, 'tile_multiple', 8))
-    return -(-rf // mult) * mult
+            mask = da.from_array(np.asarray(mask, dtype=bool), chunks=chunks)
+        if mask.shape != image.shape:
+            msg = (f'mask must have the image shape {image.shape!r}, got '
+                   f'{mask.shape!r}')
+            raise ValueError(msg)
+        bad = bad | mask.astype(bool).rechunk(image.chunks)
+    bad = client.persist(bad) if client is not None else bad.persist()
+    background, rms = mosaic_background(
+        image, bad, box_size=finder.config.background_box,
+        filter_size=finder.config.background_filter, client=client)
+    colour = da.map_overlap(
+        _colour_block, image, bad, background, rms, depth=margin,
+        boundary='none', trim=True, dtype=np.uint8, finder=finder,
+        threshold=finder.threshold, meta=np.zeros((0, 0), np.uint8))
+    colour = client.persist(colour) if client is not None else colour.persist()
+    return stitch_labels(colour, n_pixels=finder.n_pixels,
+                         connectivity=finder.connectivity,
+                         merge_fraction=finder.merge_fraction, client=client)

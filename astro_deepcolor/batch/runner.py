@@ -90,6 +90,8 @@ class DetectSettings:
         Tiles per network call (None: the finder's default). On a GPU,
         raise it until the device is busy: a 2k x 4k CCD in 512 x 512
         tiles is 32 tiles.
+    tile_shape : int or None
+        Network tile side in pixels (None: the finder's default).
     segmentation : bool
         Whether to write the segmentation image of every HDU.
     catalog_format : {'fits', 'ecsv'}
@@ -103,6 +105,7 @@ class DetectSettings:
     backend: str = 'auto'
     device: str = 'auto'
     batch_size: int | None = None
+    tile_shape: int | None = None
     segmentation: bool = False
     catalog_format: str = 'fits'
 
@@ -113,6 +116,8 @@ class DetectSettings:
         check_choice(self.catalog_format, 'catalog_format', CATALOG_FORMATS)
         if self.batch_size is not None:
             check_positive_int(self.batch_size, 'batch_size')
+        if self.tile_shape is not None:
+            check_positive_int(self.tile_shape, 'tile_shape')
         if self.model is not None:
             object.__setattr__(self, 'model', os.path.abspath(self.model))
 
@@ -130,6 +135,8 @@ class DetectSettings:
                   'backend': self.backend, 'device': self.device}
         if self.batch_size is not None:
             kwargs['batch_size'] = self.batch_size
+        if self.tile_shape is not None:
+            kwargs['tile_shape'] = self.tile_shape
         return kwargs
 
 
@@ -508,6 +515,8 @@ class BatchDetector:
         Passed to `~astro_deepcolor.DeepColorSegmentation`.
     batch_size : int, optional
         Tiles per network call on the workers.
+    tile_shape : int, optional
+        Network tile side on the workers.
     detector : callable, optional
         Any detector to run instead of the deep-coloring network:
         ``detector(data, mask=None)`` returning a
@@ -557,7 +566,8 @@ class BatchDetector:
 
     def __init__(self, threshold=0.5, n_pixels=5, *, model=None,
                  connectivity=8, backend='auto', device='auto',
-                 batch_size=None, detector=None, hdu=None, segmentation=False,
+                 batch_size=None, tile_shape=None, detector=None, hdu=None,
+                 segmentation=False,
                  catalog_format='fits', merged_format='fits', scheduler=None,
                  n_workers=None, threads_per_worker=1,
                  dashboard_address=':8787', overwrite=False,
@@ -566,7 +576,7 @@ class BatchDetector:
             threshold=threshold, n_pixels=n_pixels, connectivity=connectivity,
             model=None if model is None else os.fspath(model),
             backend=backend, device=device, batch_size=batch_size,
-            segmentation=bool(segmentation), catalog_format=catalog_format)
+            tile_shape=tile_shape, segmentation=bool(segmentation), catalog_format=catalog_format)
         if detector is not None and not callable(detector):
             msg = f'detector must be callable, got {detector!r}'
             raise TypeError(msg)
@@ -596,7 +606,8 @@ class BatchDetector:
         record = dataclasses.asdict(self.settings)
         if self.detector is not None:
             record['detector'] = repr(self.detector)
-            for key in ('model', 'backend', 'device', 'batch_size'):
+            for key in ('model', 'backend', 'device', 'batch_size',
+                        'tile_shape'):
                 record.pop(key)
         record['merged_format'] = self.merged_format
         record['hdu'] = self.hdu

@@ -321,6 +321,9 @@ class BenchmarkResult:
         regime -> data for the example panels.
     meta : dict
         Run settings.
+    pairs : dict
+        regime -> (K, 2) row indices into ``truth[regime]`` of the close
+        pairs (the deblending test set).
     """
 
     records: dict
@@ -329,6 +332,7 @@ class BenchmarkResult:
     skipped: dict
     examples: dict
     meta: dict
+    pairs: dict = dataclasses.field(default_factory=dict)
 
 
 def _simulate(regime, seed, shape):
@@ -399,7 +403,7 @@ def _process_image(task):
         row['n_pairs'] = len(pairs)
         row['pixels'] = int(sim.data.size)
         rows[name] = row
-    return truth, example, rows
+    return truth, example, rows, pairs
 
 
 def run_sweeps(*, regimes=('clean', 'contaminated'), detectors=None,
@@ -456,6 +460,7 @@ def run_sweeps(*, regimes=('clean', 'contaminated'), detectors=None,
     records = {}
     truths = {}
     examples = {}
+    all_pairs = {}
     pool = None
     if n_jobs > 1:
         import concurrent.futures
@@ -471,10 +476,15 @@ def run_sweeps(*, regimes=('clean', 'contaminated'), detectors=None,
             results = (pool.map(_process_image, tasks) if pool is not None
                        else map(_process_image, tasks))
             tables = []
-            for truth, example, rows in tqdm(results, total=len(tasks),
+            pair_list = []
+            offset = 0
+            for truth, example, rows, pairs in tqdm(results, total=len(tasks),
                                              desc=f'benchmark {regime}',
                                              disable=not progress, unit='image'):
                 tables.append(truth)
+                pair_list.append(np.asarray(pairs, np.int64).reshape(-1, 2)
+                                 + offset)
+                offset += len(truth)
                 if example is not None:
                     examples[regime] = example
                 for name, row in rows.items():
@@ -492,6 +502,8 @@ def run_sweeps(*, regimes=('clean', 'contaminated'), detectors=None,
             nonempty = [t for t in tables if len(t)]
             truths[regime] = (vstack(nonempty) if nonempty
                               else tables[0] if tables else QTable())
+            all_pairs[regime] = (np.concatenate(pair_list) if pair_list
+                                 else np.zeros((0, 2), np.int64))
     finally:
         if pool is not None:
             pool.shutdown()
@@ -501,7 +513,32 @@ def run_sweeps(*, regimes=('clean', 'contaminated'), detectors=None,
             'model': None if model is None else str(model),
             'date': time.strftime('%Y-%m-%dT%H:%M:%S')}
     return BenchmarkResult(records=records, truth=truths, classes=classes,
-                           skipped=skipped, examples=examples, meta=meta)
+                           skipped=skipped, examples=examples, meta=meta,
+                           pairs=all_pairs)
+
+
+def _deblending(result, regime, rec):
+    """Deblending success per threshold: (bright pairs, all pairs)."""
+    pairs = getattr(result, 'pairs', {}).get(regime)
+    n_thr = len(rec.thresholds)
+    if pairs is None:  # old results: counts over all pairs only
+        deb = np.asarray(rec.deblend_ok, float).sum(0)
+        n = float(np.sum(rec.n_pairs))
+        frac = deb / n if n else np.full(n_thr, np.nan)
+        return frac, 0, frac, int(n)
+    matched = (np.concatenate([np.asarray(m) for m in rec.matched], axis=1)
+               if rec.matched else np.zeros((n_thr, 0), bool))
+    ok = matched[:, pairs[:, 0]] & matched[:, pairs[:, 1]]
+    snr = np.asarray(result.truth[regime]['snr'], float) if len(pairs) else \
+        np.zeros(0)
+    bright = (snr[pairs].min(axis=1) >= result.meta.get('snr_min', SNR_MIN)
+              if len(pairs) else np.zeros(0, bool))
+    nb = int(bright.sum())
+    na = len(pairs)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        frac_b = ok[:, bright].sum(1) / nb if nb else np.full(n_thr, np.nan)
+        frac_a = ok.sum(1) / na if na else np.full(n_thr, np.nan)
+    return frac_b, nb, frac_a, na
 
 
 def _best_at(comp, cont, level):
@@ -543,7 +580,10 @@ def summarize(result, *, n_bootstrap=200, seed=0):
     curves : `~astropy.table.QTable`
         One row per (regime, detector, threshold).
     summary : `~astropy.table.QTable`
-        One row per (regime, detector).
+        One row per (regime, detector). ``deblend_success`` is the fraction
+        of close pairs whose members both have S/N >= ``snr_min`` that are
+        both matched (``deblend_success_all``: over every close pair, which
+        mixes in depth since faint companions are often undetectable).
     mag_table : `~astropy.table.QTable`
         Completeness per magnitude, S/N and kind bin at the operating point.
     fp_table : `~astropy.table.QTable`
@@ -562,8 +602,7 @@ def summarize(result, *, n_bootstrap=200, seed=0):
         tpb = np.asarray(rec.tp_bright, float).sum(0)
         nb = float(np.sum(rec.n_bright))
         comp_b = np.where(failed, np.nan, tpb / nb if nb else np.nan)
-        deb = np.asarray(rec.deblend_ok, float).sum(0)
-        npairs = float(np.sum(rec.n_pairs))
+        deb_b, n_pairs_b, deb_a, n_pairs_a = _deblending(result, regime, rec)
         # bootstrap over images
         boot = rng.integers(0, n_img, size=(n_bootstrap, n_img))
         tp_i = np.asarray(rec.tp, float)
@@ -588,12 +627,12 @@ def summarize(result, *, n_bootstrap=200, seed=0):
                 'completeness': comp[j], 'completeness_err': comp_err[j],
                 'contamination': cont[j], 'contamination_err': cont_err[j],
                 'completeness_bright': comp_b[j],
-                'deblend_success': deb[j] / npairs if npairs else np.nan,
+                'deblend_success': deb_b[j], 'deblend_success_all': deb_a[j],
             })
         n_truth = len(result.truth[regime])
         row = {'regime': regime, 'detector': name, 'n_images': n_img,
                'n_truth': n_truth, 'n_truth_bright': int(nb),
-               'n_pairs': int(npairs)}
+               'n_pairs': n_pairs_b, 'n_pairs_all': n_pairs_a}
         for level in CONTAMINATION_LEVELS:
             c, _ = _best_at(comp, cont, level)
             samples = [_best_at(bc[b], bf[b], level)[0]
@@ -615,7 +654,8 @@ def summarize(result, *, n_bootstrap=200, seed=0):
         row['operating_completeness'] = float(comp[j])
         row['operating_contamination'] = float(cont[j])
         row['operating_completeness_bright'] = float(comp_b[j])
-        row['deblend_success'] = deb[j] / npairs if npairs else np.nan
+        row['deblend_success'] = float(deb_b[j])
+        row['deblend_success_all'] = float(deb_a[j])
         fpc = np.sum([np.asarray(f)[j] for f in rec.fp_class], axis=0)
         row['fp_total'] = int(fp[j])
         for cls, v in zip(result.classes, fpc, strict=True):
@@ -691,9 +731,10 @@ def merge_results(first, second):
     meta['regimes'] = list(dict.fromkeys([*first.meta['regimes'],
                                           *second.meta['regimes']]))
     meta['model'] = second.meta.get('model') or first.meta.get('model')
+    pairs = {**getattr(first, 'pairs', {}), **getattr(second, 'pairs', {})}
     return BenchmarkResult(records=records, truth={**first.truth, **second.truth},
                            classes=first.classes, skipped=skipped,
-                           examples=examples, meta=meta)
+                           examples=examples, meta=meta, pairs=pairs)
 
 
 def _order_names(names):

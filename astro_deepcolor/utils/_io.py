@@ -35,7 +35,8 @@ def check_writable(path, *, overwrite=False, name='output'):
     """
     path = Path(path)
     if path.exists() and not overwrite:
-        msg = f'{name} file {str(path)!r} exists; use overwrite=True (--overwrite on the command line) to replace it'
+        msg = (f'{name} file {str(path)!r} exists; use overwrite=True '
+               '(--overwrite on the command line) to replace it')
         raise FileExistsError(msg)
     return path
 
