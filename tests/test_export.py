@@ -68,23 +68,40 @@ def test_astro_form_loads_and_matches_torch(net, exported):
 
 
 def test_sourcextractor_form(net, tmp_path):
-    path = export_onnx(net, tmp_path / 'sx.onnx', form='sourcextractor')
+    path = export_onnx(net, tmp_path / 'sx.onnx', form='sourcextractor',
+                       tile_size=64)
     proto = onnx.load(path)
     meta = {p.key: p.value for p in proto.metadata_props}
     assert meta[FORM_KEY] == 'sourcextractor'
+
+    # SourceXtractor++ reads the tile size and plane count from the
+    # declared shapes: they must be fixed numbers.
+    def dims(value_info):
+        return [d.dim_value for d in value_info.type.tensor_type.shape.dim]
+
+    assert dims(proto.graph.input[0]) == [1, 64, 64, 1]
+    assert dims(proto.graph.output[0]) == [1, 64, 64, 3]
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
-    x = _test_input(net.config, (1, 48, 64), seed=2)
+    x = _test_input(net.config, (1, 64, 64), seed=2)
     nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
     out = session.run(None, {session.get_inputs()[0].name: nhwc})[0]
-    assert out.shape == (1, 48, 64, 3)  # NHWC, colours only
+    assert out.shape == (1, 64, 64, 3)  # NHWC, colours only
     with torch.no_grad():
         ref = torch.softmax(net(torch.from_numpy(x)), 1).numpy()
     np.testing.assert_allclose(out, ref[:, 1:].transpose(0, 2, 3, 1), atol=1e-4)
     # It is not the astro_deepcolor form: load_model refuses it clearly.
     with pytest.raises(ModelError, match=r"sx.onnx.*'sourcextractor'-form export"):
         load_model(path)
+
+
+def test_sourcextractor_tile_size_checked(net, tmp_path):
+    with pytest.raises(ValueError, match='tile_size must be a positive multiple'):
+        export_onnx(net, tmp_path / 'a.onnx', form='sourcextractor', tile_size=30)
+    with pytest.raises(ValueError, match="tile_size applies to form='sourcextractor'"):
+        export_onnx(net, tmp_path / 'b.onnx', tile_size=64)
+    assert not (tmp_path / 'a.onnx').exists()
 
 
 def test_overwrite_and_bad_form(net, exported):

@@ -27,6 +27,9 @@ def add_parser(parser):
     parser.add_argument('--sourcextractor', action='store_true',
                         help='write the SourceXtractor++ form (NHWC, '
                              'colour planes only)')
+    parser.add_argument('--tile-size', type=int, default=None,
+                        help='fixed tile side of the SourceXtractor++ form '
+                             '(default 256)')
     parser.add_argument('--atol', type=float, default=1e-4,
                         help='tolerance of the onnxruntime/torch parity check')
 
@@ -52,6 +55,7 @@ def run(args):
         raise ValueError(msg) from None
     form = 'sourcextractor' if args.sourcextractor else 'astro_deepcolor'
     path = export_onnx(args.checkpoint, args.output, form=form,
-                       overwrite=args.overwrite, atol=args.atol)
+                       overwrite=args.overwrite, atol=args.atol,
+                       tile_size=args.tile_size)
     print(f'wrote {path} ({form} form)')
     return 0

@@ -53,7 +53,7 @@ def receptive_field(depth):
     Receptive field (pixels) of the `~astro_deepcolor.model.unet.UNet`.
 
     Two 3x3 convolutions per encoder level, 2x2 max pooling, two 3x3
-    convolutions at the bottleneck, nearest upsampling and two 3x3
+    convolutions at the bottleneck, 2x2 transposed-convolution upsampling and two 3x3
     convolutions per decoder level.
 
     Parameters

@@ -14,10 +14,12 @@ Two forms are written:
     the form SourceXtractor++ runs: input float32 NHWC (N, H, W, 1) tile,
     background-subtracted and divided by the rms; output float32 NHWC
     (N, H, W, n_colors), one probability plane per colour and no
-    background plane.
+    background plane. SourceXtractor++ reads the tile size and the number
+    of planes from the model's declared shapes, so this form is written
+    with a fixed (1, T, T, 1) input, T = ``tile_size`` (256 by default).
 
-Both have dynamic N, H and W (H and W multiples of ``tile_multiple``) and
-carry the `~astro_deepcolor.model.ModelConfig` JSON in ``metadata_props``.
+The default form has dynamic N, H and W (H and W multiples of
+``tile_multiple``); both carry the `~astro_deepcolor.model.ModelConfig` JSON in ``metadata_props``.
 Every export is checked: onnxruntime must reproduce the torch output
 within ``atol`` on a test tile, else the file is not written.
 
@@ -156,8 +158,21 @@ def _export_bytes(net, form, opset):
     return buffer.getvalue()
 
 
+#: Tile side of the SourceXtractor++ form when none is given.
+SOURCEXTRACTOR_TILE = 256
+
+
+def _fix_tile(proto, tile, n_colors):
+    """Declare a fixed (1, T, T, 1) -> (1, T, T, C) NHWC signature."""
+    from onnx.tools import update_model_dims
+
+    return update_model_dims.update_inputs_outputs_dims(
+        proto, {INPUT_NAME: [1, tile, tile, 1]},
+        {'colors': [1, tile, tile, n_colors]})
+
+
 def export_onnx(net, path, *, form='astro_deepcolor', overwrite=False,
-                opset=OPSET, atol=1e-4):
+                opset=OPSET, atol=1e-4, tile_size=None):
     """
     Export a network (or a training checkpoint) to an ONNX model file.
 
@@ -175,6 +190,10 @@ def export_onnx(net, path, *, form='astro_deepcolor', overwrite=False,
         ONNX opset (>= 18).
     atol : float, optional
         Tolerance of the onnxruntime-versus-torch parity check.
+    tile_size : int, optional
+        Only for ``form='sourcextractor'``: the fixed tile side T of the
+        exported signature (default 256; a multiple of the model's
+        ``tile_multiple``). SourceXtractor++ takes its tile size from it.
 
     Returns
     -------
@@ -201,6 +220,18 @@ def export_onnx(net, path, *, form='astro_deepcolor', overwrite=False,
     if not isinstance(net, UNet):
         msg = f'net must be a UNet or a checkpoint path, got {type(net).__name__}'
         raise TypeError(msg)
+    if form == 'sourcextractor':
+        tile = SOURCEXTRACTOR_TILE if tile_size is None else tile_size
+        m = net.config.tile_multiple
+        if (isinstance(tile, bool) or not isinstance(tile, (int, np.integer))
+                or tile < m or tile % m):
+            msg = (f'tile_size must be a positive multiple of the model tile '
+                   f'multiple {m}, got {tile!r}')
+            raise ValueError(msg)
+    elif tile_size is not None:
+        msg = ("tile_size applies to form='sourcextractor' only (the default "
+               'form has dynamic height and width)')
+        raise ValueError(msg)
     was_training = net.training
     net = net.eval()
     # The exporter logs progress at INFO/WARNING level; keep the CLI quiet.
@@ -217,9 +248,13 @@ def export_onnx(net, path, *, form='astro_deepcolor', overwrite=False,
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     proto.producer_name = 'astro_deepcolor'
+    shape = (2, 64, 96)
+    if form == 'sourcextractor':
+        proto = _fix_tile(proto, int(tile), net.config.n_colors)
+        shape = (1, int(tile), int(tile))
     onnx.checker.check_model(proto)
     data = proto.SerializeToString()
-    verify_onnx(data, net, form=form, atol=atol)
+    verify_onnx(data, net, form=form, atol=atol, shape=shape)
     with atomic_path(path, overwrite=overwrite, name='ONNX model') as tmp:
         tmp.write_bytes(data)
     net.train(was_training)

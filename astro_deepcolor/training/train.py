@@ -4,7 +4,7 @@ Training loop of the deep-coloring U-Net.
 
 ``train(model_config, train_config)`` streams simulated crops
 (`astro_deepcolor.training.data.CropStream`, DataLoader worker processes),
-optimises `~astro_deepcolor.training.loss.DeepColoringLoss` with Adam
+optimises `~astro_deepcolor.training.loss.DeepColoringLoss` with AdamW
 (linear warm-up, cosine decay), runs in mixed precision on CUDA (bf16
 where supported, else fp16 with gradient scaling), logs the loss and the
 validation completeness/contamination, and writes checkpoints
@@ -63,7 +63,7 @@ class TrainConfig:
     recipes : dict
         Recipe name to sampling weight (train split).
     lr : float
-        Peak Adam learning rate.
+        Peak AdamW learning rate.
     weight_decay : float
         AdamW weight decay.
     warmup_steps : int
