@@ -266,3 +266,15 @@ class TestCLI:
         assert main(args) == 2
         assert 'exists' in capsys.readouterr().err
         assert main([*args, '--overwrite']) == 0
+
+
+@pytest.mark.parametrize('shape', [(128, 128), (256, 256)])
+def test_small_contaminated_images_are_not_saturated(shape):
+    # Fringes on small images used to normalise a powerless field and
+    # fill the whole image with saturated pixels.
+    for seed in range(3):
+        sim = simulate_image(shape, regime='contaminated', seed=seed)
+        sky = np.median(sim.background)
+        assert abs(np.median(sim.data) - sky) < 20 * np.median(sim.rms)
+        assert np.mean(sim.data >= 30000.0) < 0.05
+        assert np.all(np.isfinite(sim.data))

@@ -274,6 +274,13 @@ def fringes(rng, shape, sigma):
     ring = np.exp(-0.5 * ((k - 1) / 0.15) ** 2)
     noise = rng.normal(size=(small[0], small[1] // 2 + 1, 2)).view(complex)[..., 0]
     field = np.fft.irfft2(ring * noise, s=small)
+    if not field.std() > 1e-8:
+        # On small images the frequency grid is too coarse for the ring to
+        # hold any power: normalising round-off would give absurd values.
+        # Widen the ring to two grid steps (same random phases).
+        dk = f * wavelength / min(small)
+        ring = np.exp(-0.5 * ((k - 1) / max(0.15, 2 * dk)) ** 2)
+        field = np.fft.irfft2(ring * noise, s=small)
     field = ndimage.zoom(field, f, order=1)[:ny, :nx]
     field /= field.std() + 1e-30
     envelope = 0.5 + 0.5 * (1 + _smooth_field(rng, shape, max(ny, nx) / 2)) / 2
