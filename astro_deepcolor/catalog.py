@@ -40,7 +40,9 @@ def detection_probabilities(segm):
     segm : `~photutils.segmentation.SegmentationImage`
         A segmentation from `~astro_deepcolor.DeepColorSegmentation` (its
         ``info['detection_probability']``). Labels may have been removed
-        or kept since; relabelled or foreign labels give NaN.
+        or kept since; a label whose number now names another region
+        (after relabelling: its area or bounding-box corner differs from
+        the recorded one) or an unknown label gives NaN.
 
     Returns
     -------
@@ -58,6 +60,13 @@ def detection_probabilities(segm):
     ok = known.size > 0
     if ok:
         found = known[idx] == segm.labels
+        if 'areas' in info and 'corners' in info and found.any():
+            # Same number but another region (relabelled): unknown.
+            found &= np.asarray(info['areas'])[idx] == np.asarray(segm.areas)
+            corners = np.array([(sl[0].start, sl[1].start)
+                                for sl in segm.slices], dtype=np.int64)
+            found &= np.all(np.asarray(info['corners'])[idx] == corners,
+                            axis=1)
         prob[found] = values[idx[found]]
     return prob
 

@@ -356,9 +356,16 @@ def label_sources(colour, p_fg, n_pixels, *, connectivity=8,
     prob = np.zeros(kept.size + 1, dtype=np.float32)
     np.maximum.at(prob, lab, p_fg[sel].astype(np.float32))
     del sel, lab
+    # Areas travel with the probabilities so that a later relabelling
+    # (relabel_consecutive, reassign_labels...) is detected, not misread.
+    areas = np.bincount(data.ravel(), minlength=kept.size + 1)[1:]
+    corners = np.array([(sl[0].start, sl[1].start)
+                        for sl in ndimage.find_objects(data)],
+                       dtype=np.int64).reshape(-1, 2)
     segm = SegmentationImage(data)
     segm.info = {'detection_probability': prob[1:],
-                 'labels': np.arange(1, kept.size + 1)}
+                 'labels': np.arange(1, kept.size + 1),
+                 'areas': areas.astype(np.int64), 'corners': corners}
     return segm
 
 

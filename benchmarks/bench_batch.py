@@ -301,15 +301,61 @@ def _warm_worker(settings):
 
 def _worker_state():
     import os
+    import resource
     import sys
 
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     runner = sys.modules.get('astro_deepcolor.batch.runner')
     if runner is None:
-        return {'pid': os.getpid(), 'finder_loads': 0, 'backends': []}
-    return {'pid': os.getpid(),
+        return {'pid': os.getpid(), 'peak_rss_mb': rss, 'finder_loads': 0,
+                'backends': []}
+    return {'pid': os.getpid(), 'peak_rss_mb': rss,
             'finder_loads': int(sum(runner.FINDER_LOADS.values())),
             'backends': sorted({f.backend_description
                                 for f in runner._FINDERS.values()})}
+
+
+def profile_one_hdu(path, settings, ort_threads, repeat=2):
+    """Stage times of one HDU in this process (what a GPU would not speed up)."""
+    from astro_deepcolor.batch import runner
+    from astro_deepcolor.batch.inputs import read_image_hdu
+    from astro_deepcolor.inference import backends
+
+    if ort_threads:
+        backends._cpu_count = lambda: ort_threads
+    finder = runner.get_finder(settings)
+    best = None
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        data, header = read_image_hdu(path, 1)
+        runner._detect_hdu(data[:256, :256].copy(), header, settings)  # warm
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            data, header = read_image_hdu(path, 1)
+            t1 = time.perf_counter()
+            segm = finder(data)
+            t2 = time.perf_counter()
+            wcs = runner._celestial_wcs(header)
+            table = finder.catalog(data, segm, wcs=wcs)
+            t3 = time.perf_counter()
+            tm = segm.info['timings']
+            run = {'read_s': t1 - t0, 'detect_s': t2 - t1,
+                   'network_s': tm['network'],
+                   'detect_other_s': (t2 - t1) - tm['network'],
+                   'catalog_s': t3 - t2, 'n_tiles': tm['n_tiles'],
+                   'tile_efficiency': tm['tile_efficiency'],
+                   'n_sources': len(table)}
+            run['total_s'] = t3 - t0
+            run['not_network_s'] = run['total_s'] - run['network_s']
+            if best is None or run['total_s'] < best['total_s']:
+                best = run
+    mpix = data.size / 1e6
+    best.update(megapixels=mpix, backend=finder.backend_description,
+                mpix_per_s=mpix / best['total_s'],
+                network_mpix_per_s=mpix / best['network_s'],
+                not_network_mpix_per_s=mpix / best['not_network_s'],
+                network_fraction=best['network_s'] / best['total_s'])
+    return best
 
 
 def start_cluster(n_workers, threads_per_worker, ort_threads):
@@ -554,6 +600,8 @@ def parse_args(argv=None):
     p.add_argument('--out', default=str(ROOT / 'results' / 'bench'
                                         / 'batch_scaling.json'),
                    help='JSON result file')
+    p.add_argument('--no-profile', action='store_true',
+                   help='skip the in-process stage profile of one HDU')
     p.add_argument('--quiet', action='store_true', help='no progress bars')
     args = p.parse_args(argv)
     for name in ('n_files', 'n_hdus', 'gpu_threads', 'gpu_batch_size',
@@ -589,6 +637,19 @@ def main(argv=None):
                                'cluster start and warm-up excluded'},
         'runs': [],
     }
+    if not args.no_profile:
+        from astro_deepcolor.batch import DetectSettings
+
+        settings = DetectSettings(
+            threshold=args.threshold, n_pixels=args.n_pixels, model=args.model,
+            device='cpu', batch_size=args.batch_size, tile_shape=args.tile_size)
+        prof = profile_one_hdu(paths[0], settings, args.ort_threads)
+        report['profile_one_hdu'] = prof
+        log(f'one HDU in this process: {prof["total_s"]:.2f} s '
+            f'({prof["mpix_per_s"]:.3f} MPix/s), network '
+            f'{prof["network_fraction"]:.0%}; the rest (read, background, '
+            f'labels, catalogue) runs at {prof["not_network_mpix_per_s"]:.2f} '
+            'MPix/s on one core')
     reference = None
     ok = True
     for n in sorted(set(args.workers)):
@@ -649,6 +710,13 @@ def main(argv=None):
             report['survey']['gpu']['rate_from'] = (
                 'gpu-1w: MPix/s of one GPU worker '
                 f'({args.gpu_threads} threads)')
+            prof = report.get('profile_one_hdu')
+            if prof:
+                # the CPU part of each image (read, background, labels,
+                # catalogue, write) is not accelerated by the GPU
+                report['survey']['gpu']['cpu_threads_to_feed_one_gpu'] = (
+                    record['rates']['mpix_per_s']
+                    / prof['not_network_mpix_per_s'])
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

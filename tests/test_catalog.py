@@ -114,6 +114,19 @@ def test_foreign_segmentation_has_unknown_probability():
     assert_allclose(detection_probabilities(segm), [0.95], atol=1e-3)
 
 
+def test_relabelled_segmentation_never_reports_another_sources_probability():
+    _image, segm = _scene()
+    segm.remove_label(1)
+    segm.relabel_consecutive()  # the 0.95 source is now label 1
+    prob = detection_probabilities(segm)
+    assert prob.shape == (1,)
+    assert np.isnan(prob[0]) or abs(prob[0] - 0.95) < 1e-3
+    _image, segm = _scene()
+    segm.reassign_labels([1, 2], 3)
+    segm.reassign_labels(3, 1)  # both discs now one label 1
+    assert np.isnan(detection_probabilities(segm)).all()
+
+
 def test_bad_inputs():
     image, segm = _scene()
     with pytest.raises(TypeError, match='segm must be a photutils SegmentationImage'):
