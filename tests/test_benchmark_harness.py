@@ -131,3 +131,21 @@ def test_real_data_checks():
     assert sep_field['value'][0] >= 0.8
     assert set(table['dataset']) >= {'astride/long.fits',
                                      'legacypipe/testcase4 + Gaia'}
+
+
+@pytest.mark.skipif(not (DATA / 'astride').is_dir(), reason='needs ../shared/data/real/astride')
+@pytest.mark.shared_data
+def test_streak_end_points_lie_on_the_streak():
+    from astropy.io import fits
+
+    from astro_deepcolor.evaluation.realdata import read_streaks
+
+    data = fits.getdata(DATA / 'astride' / 'long.fits').astype(float)
+    sky = np.median(data)
+    for x0, y0, x1, y1 in read_streaks(DATA / 'astride' / 'long.fits.out.txt'):
+        t = np.linspace(0.1, 0.9, 50)
+        xs = np.round(x0 + t * (x1 - x0)).astype(int)
+        ys = np.round(y0 + t * (y1 - y0)).astype(int)
+        # Along the segment the trail is brighter than the sky almost
+        # everywhere (the swapped diagonal misses it by up to ~15 px).
+        assert np.mean(data[ys, xs] > sky + 3 * np.std(data[data < np.percentile(data, 90)])) > 0.8

@@ -27,7 +27,7 @@ from astropy.utils.exceptions import AstropyWarning
 
 from .matching import match_sources
 
-__all__ = ['default_data_dir', 'real_data_checks']
+__all__ = ['default_data_dir', 'read_streaks', 'real_data_checks']
 
 #: Operating threshold of each detector on real images.
 REAL_THRESHOLDS = {'cnn': 0.5, 'sep': 1.5, 'sep_matched': 5.0, 'photutils': 1.5,
@@ -108,17 +108,39 @@ def _streak_distance(x, y, segs):
     return d
 
 
+def read_streaks(path):
+    """
+    Streak segments of an ASTRiDE output file.
+
+    Parameters
+    ----------
+    path : str or `~pathlib.Path`
+        ASTRiDE ``*.out.txt`` (columns ``id xmin ymin xmax ymax slope``...).
+
+    Returns
+    -------
+    segments : list of tuple
+        ``(x0, y0, x1, y1)`` end points (0-based pixels). The file gives a
+        bounding box; a falling streak (negative slope) runs from
+        ``(xmin, ymax)`` to ``(xmax, ymin)``.
+    """
+    segs = []
+    for line in Path(path).read_text().splitlines():
+        if line.strip() and not line.startswith('#'):
+            v = line.split()
+            xmin, ymin, xmax, ymax, slope = (float(a) for a in v[1:6])
+            segs.append((xmin, ymax, xmax, ymin) if slope < 0
+                        else (xmin, ymin, xmax, ymax))
+    return segs
+
+
 def _check_streak(root, names, model):
     rows = []
     path = root / 'astride' / 'long.fits'
     if not path.exists():
         return rows
     data, _ = _read(path)
-    segs = []
-    for line in (root / 'astride' / 'long.fits.out.txt').read_text().splitlines():
-        if line.strip() and not line.startswith('#'):
-            v = line.split()
-            segs.append(tuple(float(a) for a in v[1:5]))
+    segs = read_streaks(root / 'astride' / 'long.fits.out.txt')
     for name in names:
         table, t = _detect(name, data, 3.0, model)
         if table is None:
