@@ -264,6 +264,15 @@ class TestBackends:
         import os
         assert backend.n_threads == len(os.sched_getaffinity(0))
 
+    def test_n_threads_reaches_the_session(self, tiny_model_path, image):
+        one = DeepColorSegmentation(model=tiny_model_path, backend='onnxruntime',
+                                    n_threads=1)
+        assert one.backend_description.endswith('1 threads)')
+        default = DeepColorSegmentation(model=tiny_model_path, backend='onnxruntime')
+        assert_array_equal(one(image).data, default(image).data)
+        with pytest.raises(ValueError, match='n_threads must be an integer >= 1, got 0'):
+            DeepColorSegmentation(model=tiny_model_path, n_threads=0)
+
 
 class TestDropIn:
     def test_detect_sources_matches_finder(self, tiny_model_path, finder, image):

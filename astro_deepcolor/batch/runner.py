@@ -92,6 +92,10 @@ class DetectSettings:
         tiles is 32 tiles.
     tile_shape : int or None
         Network tile side in pixels (None: the finder's default).
+    n_threads : int or None
+        CPU threads of each worker's network (None: all cores). A local
+        cluster sets it to ``threads_per_worker`` so that its workers do
+        not oversubscribe the machine.
     segmentation : bool
         Whether to write the segmentation image of every HDU.
     catalog_format : {'fits', 'ecsv'}
@@ -106,6 +110,7 @@ class DetectSettings:
     device: str = 'auto'
     batch_size: int | None = None
     tile_shape: int | None = None
+    n_threads: int | None = None
     segmentation: bool = False
     catalog_format: str = 'fits'
 
@@ -118,6 +123,8 @@ class DetectSettings:
             check_positive_int(self.batch_size, 'batch_size')
         if self.tile_shape is not None:
             check_positive_int(self.tile_shape, 'tile_shape')
+        if self.n_threads is not None:
+            check_positive_int(self.n_threads, 'n_threads')
         if self.model is not None:
             object.__setattr__(self, 'model', os.path.abspath(self.model))
 
@@ -137,6 +144,8 @@ class DetectSettings:
             kwargs['batch_size'] = self.batch_size
         if self.tile_shape is not None:
             kwargs['tile_shape'] = self.tile_shape
+        if self.n_threads is not None:
+            kwargs['n_threads'] = self.n_threads
         return kwargs
 
 
@@ -576,7 +585,12 @@ class BatchDetector:
             threshold=threshold, n_pixels=n_pixels, connectivity=connectivity,
             model=None if model is None else os.fspath(model),
             backend=backend, device=device, batch_size=batch_size,
-            tile_shape=tile_shape, segmentation=bool(segmentation), catalog_format=catalog_format)
+            tile_shape=tile_shape,
+            # A local cluster runs n_workers x threads_per_worker on this
+            # machine: give each worker's network that many threads.
+            n_threads=(check_positive_int(threads_per_worker, 'threads_per_worker')
+                       if scheduler is None else None),
+            segmentation=bool(segmentation), catalog_format=catalog_format)
         if detector is not None and not callable(detector):
             msg = f'detector must be callable, got {detector!r}'
             raise TypeError(msg)
@@ -604,6 +618,7 @@ class BatchDetector:
 
     def _settings_record(self):
         record = dataclasses.asdict(self.settings)
+        record.pop('n_threads')  # speed only: a resume may change it
         if self.detector is not None:
             record['detector'] = repr(self.detector)
             for key in ('model', 'backend', 'device', 'batch_size',

@@ -456,7 +456,7 @@ class TorchBackend(Backend):
 
 
 def resolve_backend(model, backend='auto', device='auto', *,
-                    precision='float32'):
+                    precision='float32', n_threads=None):
     """
     Create the backend for a ``backend``/``device`` request.
 
@@ -471,6 +471,10 @@ def resolve_backend(model, backend='auto', device='auto', *,
         ``'auto'`` uses CUDA when the chosen backend can.
     precision : {'float32', 'float16', 'bfloat16'}, optional
         Torch backend only.
+    n_threads : int, optional
+        CPU threads: onnxruntime intra-op threads, or
+        ``torch.set_num_threads`` (process-wide) for torch on the CPU.
+        Default: every core the process may use.
 
     Returns
     -------
@@ -499,12 +503,17 @@ def resolve_backend(model, backend='auto', device='auto', *,
             msg = (f'precision={precision!r} needs a CUDA device; none is '
                    'available here')
             raise ValueError(msg)
-        return OnnxRuntimeBackend(model, 'cpu')
+        return OnnxRuntimeBackend(model, 'cpu', n_threads=n_threads)
     if backend == 'torch':
         if device == 'auto':
             device = 'cuda' if _torch_cuda_available() else 'cpu'
+        if device == 'cpu' and n_threads is not None:
+            import torch
+
+            torch.set_num_threads(int(n_threads))
         return TorchBackend(model, device, precision=precision)
     if device == 'auto':
-        ort_cuda = 'CUDAExecutionProvider' in _ort_providers()
+        ort_cuda = any(p in _ort_providers() for p in
+                       ('CUDAExecutionProvider', 'TensorrtExecutionProvider'))
         device = 'cuda' if ort_cuda else 'cpu'
-    return OnnxRuntimeBackend(model, device)
+    return OnnxRuntimeBackend(model, device, n_threads=n_threads)

@@ -167,6 +167,12 @@ class DeepColorSegmentation:
         Arithmetic of the torch backend on CUDA.
     progress_bar : bool, optional
         Show a tqdm progress bar over tiles.
+    n_threads : int, optional
+        CPU threads of the network (onnxruntime intra-op threads; for the
+        torch backend on the CPU, ``torch.set_num_threads``, which is
+        process-wide). Default: every core the process may use. Set it to
+        1 when several detections run side by side (e.g. one per Dask
+        worker) so they do not oversubscribe the cores.
 
     Attributes
     ----------
@@ -196,7 +202,8 @@ class DeepColorSegmentation:
     def __init__(self, threshold=0.5, n_pixels=5, *, model=None,
                  connectivity=8, backend='auto', device='auto',
                  tile_shape=(1024, 1024), overlap='auto', batch_size=1,
-                 merge_fraction=0.5, precision='float32', progress_bar=False):
+                 merge_fraction=0.5, precision='float32', progress_bar=False,
+                 n_threads=None):
         self.threshold = check_fraction(threshold, 'threshold')
         self.n_pixels = check_positive_int(n_pixels, 'n_pixels')
         self.connectivity = check_choice(connectivity, 'connectivity', (4, 8))
@@ -207,6 +214,8 @@ class DeepColorSegmentation:
         self.batch_size = check_positive_int(batch_size, 'batch_size')
         self.merge_fraction = check_fraction(merge_fraction, 'merge_fraction')
         self.progress_bar = bool(progress_bar)
+        self.n_threads = (None if n_threads is None
+                          else check_positive_int(n_threads, 'n_threads'))
         self.model = _as_model(model)
         self.config = self.model.config
         multiple = self.config.tile_multiple
@@ -243,7 +252,8 @@ class DeepColorSegmentation:
                   f'batch_size={self.batch_size!r}, '
                   f'merge_fraction={self.merge_fraction!r}, '
                   f'precision={self.precision!r}, '
-                  f'progress_bar={self.progress_bar!r}')
+                  f'progress_bar={self.progress_bar!r}, '
+                  f'n_threads={self.n_threads!r}')
         return f'{type(self).__name__}({params})'
 
     # -- backend ---------------------------------------------------------
@@ -251,7 +261,8 @@ class DeepColorSegmentation:
     @functools.cached_property
     def _runner(self):
         return resolve_backend(self.model, self.backend, self.device,
-                               precision=self.precision)
+                               precision=self.precision,
+                               n_threads=self.n_threads)
 
     @property
     def backend_name(self):
