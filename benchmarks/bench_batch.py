@@ -42,14 +42,14 @@ What it does:
    per worker), the speed-up over the smallest worker count and the
    resources a survey night would need at the measured rates.
 
-Threads: the onnxruntime CPU session of the finder takes as many
-intra-op threads as the process may use cores (it does not follow
-``OMP_NUM_THREADS``), so N workers on N cores would each start N threads.
-The benchmark gives each worker ``--ort-threads`` threads (default 1)
-through a worker plugin, and reports what every worker's session really
-used; ``--ort-threads 0`` keeps the package default, to measure the
-oversubscribed case. Dask sets ``OMP_NUM_THREADS=1`` (and MKL/OpenBLAS)
-in its workers; the benchmark passes them explicitly as well.
+Threads: each CPU worker is single-threaded, and `BatchDetector` gives
+the network of each worker ``threads_per_worker`` onnxruntime threads
+(``DetectSettings.n_threads``), so N workers on N cores do not
+oversubscribe them. The benchmark records the backend every worker really
+used (``workers`` in the JSON) and reports a problem if a CPU worker's
+session has another number of threads. Dask sets ``OMP_NUM_THREADS=1``
+(and MKL/OpenBLAS) in its workers; the benchmark passes them explicitly
+as well.
 """
 
 import argparse
@@ -66,7 +66,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from distributed.diagnostics.plugin import WorkerPlugin
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -222,6 +221,17 @@ def _exposure_ok(path, n_hdus, shape):
         return False
 
 
+def _simulator_hash():
+    """SHA-1 of the simulation code: a change invalidates the cached files."""
+    import astro_deepcolor.simulation as simulation
+
+    digest = hashlib.sha1()
+    for path in sorted(Path(simulation.__file__).parent.glob('*.py')):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def make_dataset(args):
     """The simulated exposures (generated once, then reused)."""
     ny, nx = args.shape
@@ -229,6 +239,15 @@ def make_dataset(args):
             f'_seed{args.seed}')
     folder = Path(args.cache_dir) / name
     folder.mkdir(parents=True, exist_ok=True)
+    stamp = folder / 'simulator.sha1'
+    code = _simulator_hash()
+    if not stamp.exists() or stamp.read_text().strip() != code:
+        stale = sorted(folder.glob('exp*.fits'))
+        if stale:
+            log(f'the simulation code changed: regenerating {folder}')
+        for path in stale:
+            path.unlink()
+        stamp.write_text(code + '\n')
     paths = [folder / f'exp{i:04d}.fits' for i in range(args.n_files)]
     todo = [i for i, p in enumerate(paths)
             if not _exposure_ok(p, args.n_hdus, args.shape)]
@@ -248,7 +267,7 @@ def make_dataset(args):
     info = {'folder': str(folder), 'n_files': len(paths),
             'n_hdus_per_file': args.n_hdus, 'shape': [ny, nx],
             'regime': args.regime, 'density': args.density, 'seed': args.seed,
-            'preset': 'decam', 'dtype': 'float32',
+            'preset': 'decam', 'dtype': 'float32', 'simulator_sha1': code,
             'bytes': int(sum(p.stat().st_size for p in paths)),
             'generated': len(todo),
             'generate_s': time.perf_counter() - t0}
@@ -256,23 +275,6 @@ def make_dataset(args):
 
 
 # -- workers -------------------------------------------------------------------
-
-class OrtThreads(WorkerPlugin):
-    """Give the finder's onnxruntime CPU session ``n`` intra-op threads."""
-
-    name = 'bench-batch-ort-threads'
-
-    def __init__(self, n):
-        self.n = int(n)
-
-    def setup(self, worker):
-        # The CPU backend sizes its session with _cpu_count(); there is no
-        # finder option for it, so replace the function in this process.
-        from astro_deepcolor.inference import backends
-
-        n = self.n
-        backends._cpu_count = lambda: n
-
 
 def _warm_worker(settings):
     """Imports, model, session and one small detection, on a worker."""
@@ -320,14 +322,11 @@ def _worker_state():
                                 for f in runner._FINDERS.values()})}
 
 
-def profile_one_hdu(path, settings, ort_threads, repeat=2):
+def profile_one_hdu(path, settings, repeat=2):
     """Stage times of one HDU in this process (what a GPU would not speed up)."""
     from astro_deepcolor.batch import runner
     from astro_deepcolor.batch.inputs import read_image_hdu
-    from astro_deepcolor.inference import backends
 
-    if ort_threads:
-        backends._cpu_count = lambda: ort_threads
     finder = runner.get_finder(settings)
     best = None
     with warnings.catch_warnings():
@@ -363,7 +362,7 @@ def profile_one_hdu(path, settings, ort_threads, repeat=2):
     return best
 
 
-def start_cluster(n_workers, threads_per_worker, ort_threads):
+def start_cluster(n_workers, threads_per_worker):
     from distributed import Client, LocalCluster
 
     env = dict.fromkeys(THREAD_VARS, '1')
@@ -373,8 +372,6 @@ def start_cluster(n_workers, threads_per_worker, ort_threads):
                            processes=True, dashboard_address=':0',
                            silence_logs=40, env=env)
     client = Client(cluster)
-    if ort_threads:
-        client.register_plugin(OrtThreads(ort_threads))
     client.wait_for_workers(n_workers, timeout=300)
     return cluster, client, time.perf_counter() - t0
 
@@ -463,7 +460,7 @@ def check_outputs(result, paths, n_hdus, shape):
 
 
 def run_once(label, paths, args, *, n_workers, threads_per_worker, device,
-             ort_threads, batch_size):
+             batch_size):
     from astro_deepcolor.batch import BatchDetector, Manifest
 
     out = Path(args.cache_dir) / 'runs' / label
@@ -471,13 +468,15 @@ def run_once(label, paths, args, *, n_workers, threads_per_worker, device,
         shutil.rmtree(out)
     log(f'{label}: starting a LocalCluster of {n_workers} worker(s) x '
         f'{threads_per_worker} thread(s), device={device}')
-    cluster, client, t_cluster = start_cluster(n_workers, threads_per_worker,
-                                               ort_threads)
+    cluster, client, t_cluster = start_cluster(n_workers, threads_per_worker)
     try:
+        # threads_per_worker as the cluster's: the network of each worker
+        # gets that many threads (DetectSettings.n_threads)
         batch = BatchDetector(
             threshold=args.threshold, n_pixels=args.n_pixels, model=args.model,
             device=device, batch_size=batch_size, tile_shape=args.tile_size,
-            dashboard_address=':0', progress_bar=not args.quiet)
+            threads_per_worker=threads_per_worker, dashboard_address=':0',
+            progress_bar=not args.quiet)
         t0 = time.perf_counter()
         warm = client.run(_warm_worker, batch.settings)
         t_warm = time.perf_counter() - t0
@@ -495,6 +494,13 @@ def run_once(label, paths, args, *, n_workers, threads_per_worker, device,
 
     checks, problems, per_image = check_outputs(result, paths, args.n_hdus,
                                                 args.shape)
+    if device == 'cpu':
+        want = f'{threads_per_worker} threads)'
+        wrong = sorted({b for w in state.values() for b in w['backends']
+                        if not b.endswith(want)})
+        if wrong:
+            problems.append(f'CPU workers ran the network with other than '
+                            f'{threads_per_worker} thread(s): {wrong}')
     with Manifest(result.manifest) as manifest:
         rows = manifest.rows(status='done', images_only=True)
     seconds = np.array([r['seconds'] for r in rows], dtype=float)
@@ -512,7 +518,7 @@ def run_once(label, paths, args, *, n_workers, threads_per_worker, device,
     record = {
         'label': label, 'n_workers': n_workers,
         'threads_per_worker': threads_per_worker, 'device': device,
-        'ort_threads': ort_threads or 'package default',
+        'network_threads': batch.settings.n_threads,
         'batch_size': batch_size,
         'cluster_start_s': t_cluster, 'warmup_s': t_warm,
         'run_s': wall, 'detect_phase_s': result.seconds,
@@ -577,9 +583,6 @@ def parse_args(argv=None):
     p.add_argument('--seed', type=int, default=1)
     p.add_argument('--workers', type=int, nargs='+', default=[1, 2],
                    help='local CPU worker counts to time')
-    p.add_argument('--ort-threads', type=int, default=1,
-                   help='onnxruntime intra-op threads per CPU worker '
-                        '(0: the package default, one per core)')
     p.add_argument('--gpu', action='store_true',
                    help="also time one worker with device='cuda'")
     p.add_argument('--gpu-threads', type=int, nargs='+', default=[2, 4, 8],
@@ -591,13 +594,13 @@ def parse_args(argv=None):
     p.add_argument('--gpu-batch-size', type=int, default=8,
                    help='tiles per network call on the GPU')
     p.add_argument('--model', default=None,
-                   help='ONNX model (default: the shipped model)')
+                   help='ONNX model (None: the shipped model)')
     p.add_argument('--threshold', type=float, default=0.5)
     p.add_argument('--n-pixels', type=int, default=5)
     p.add_argument('--tile-size', type=int, default=None,
-                   help="network tile side (default: the finder's)")
+                   help="network tile side (None: the finder's)")
     p.add_argument('--batch-size', type=int, default=None,
-                   help="tiles per network call on CPU workers (default: the "
+                   help="tiles per network call on CPU workers (None: the "
                         "finder's)")
     p.add_argument('--cores-per-node', type=int, default=32,
                    help='cores of a CPU node in the survey arithmetic')
@@ -618,9 +621,8 @@ def parse_args(argv=None):
         if getattr(args, name) < 1:
             p.error(f'--{name.replace("_", "-")} must be >= 1')
     if (min(args.workers) < 1 or min(args.gpu_threads) < 1
-            or min(args.shape) < 64 or args.ort_threads < 0):
-        p.error('--workers and --gpu-threads >= 1, --shape >= 64, '
-                '--ort-threads >= 0')
+            or min(args.shape) < 64):
+        p.error('--workers and --gpu-threads >= 1, --shape >= 64')
     if args.model is not None:
         args.model = str(Path(args.model).resolve())
     return args
@@ -641,7 +643,6 @@ def main(argv=None):
         'machine': machine, 'model': model, 'dataset': dataset,
         'settings': {'threshold': args.threshold, 'n_pixels': args.n_pixels,
                      'tile_size': args.tile_size, 'batch_size': args.batch_size,
-                     'ort_threads': args.ort_threads,
                      'timing': 'run_s is the BatchDetector call on a warm '
                                'cluster (scan, detection, per-image '
                                'catalogues, merged catalogue, manifest); '
@@ -653,8 +654,9 @@ def main(argv=None):
 
         settings = DetectSettings(
             threshold=args.threshold, n_pixels=args.n_pixels, model=args.model,
-            device='cpu', batch_size=args.batch_size, tile_shape=args.tile_size)
-        prof = profile_one_hdu(paths[0], settings, args.ort_threads)
+            device='cpu', batch_size=args.batch_size, tile_shape=args.tile_size,
+            n_threads=1)
+        prof = profile_one_hdu(paths[0], settings)
         report['profile_one_hdu'] = prof
         log(f'one HDU in this process: {prof["total_s"]:.2f} s '
             f'({prof["mpix_per_s"]:.3f} MPix/s), network '
@@ -666,8 +668,7 @@ def main(argv=None):
     for n in sorted(set(args.workers)):
         record, per_image = run_once(
             f'cpu-{n}w', paths, args, n_workers=n, threads_per_worker=1,
-            device='cpu', ort_threads=args.ort_threads,
-            batch_size=args.batch_size)
+            device='cpu', batch_size=args.batch_size)
         if reference is None:
             reference = per_image
         record['same_catalogue_as_first_run'] = per_image == reference
@@ -710,8 +711,7 @@ def main(argv=None):
                 record, per_image = run_once(
                     f'gpu-{args.gpu_workers}w{threads}t', paths, args,
                     n_workers=args.gpu_workers, threads_per_worker=threads,
-                    device='cuda', ort_threads=0,
-                    batch_size=args.gpu_batch_size)
+                    device='cuda', batch_size=args.gpu_batch_size)
                 record['cuda'] = why
                 # GPU float rounding may move a few marginal pixels, so a
                 # different catalogue is reported, not counted as a failure
