@@ -490,3 +490,24 @@ def test_detect_mosaic_equals_in_memory(tiny_model_path):
         labels = labels.compute()
     assert n == segm.n_labels
     np.testing.assert_array_equal(labels, segm.data)
+
+
+def test_detect_mosaic_on_the_cluster_equals_in_memory(tiny_model_path, client):
+    """The same on a real 2-worker cluster, with a finder that was used
+    before (its session stays behind; the copy on the workers builds its
+    own) and the persisted colour map held until the labels are computed."""
+    import dask.array as da
+
+    from astro_deepcolor.batch import detect_mosaic
+    from astro_deepcolor.inference import DeepColorSegmentation
+
+    finder = DeepColorSegmentation(threshold=0.5, n_pixels=5,
+                                   model=tiny_model_path, tile_shape=256,
+                                   n_threads=1)
+    sim = simulate_image((384, 320), seed=4, density=2.0)
+    segm = finder(sim.data)
+    labels, n = detect_mosaic(da.from_array(np.array(sim.data), chunks=128),
+                              finder, chunks=128, client=client)
+    labels = client.compute(labels).result()
+    assert n == segm.n_labels
+    np.testing.assert_array_equal(labels, segm.data)

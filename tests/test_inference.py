@@ -264,6 +264,15 @@ class TestBackends:
         import os
         assert backend.n_threads == len(os.sched_getaffinity(0))
 
+    def test_used_finder_pickles(self, tiny_model_path, image):
+        import pickle
+
+        finder = DeepColorSegmentation(model=tiny_model_path, n_threads=1)
+        first = finder(image)  # builds the onnxruntime session
+        copy = pickle.loads(pickle.dumps(finder))
+        assert '_runner' not in copy.__dict__
+        assert_array_equal(copy(image).data, first.data)
+
     def test_n_threads_reaches_the_session(self, tiny_model_path, image):
         one = DeepColorSegmentation(model=tiny_model_path, backend='onnxruntime',
                                     n_threads=1)

@@ -391,6 +391,15 @@ def stitch_labels(colour, *, n_pixels=5, connectivity=8, merge_fraction=0.5,
     new[kept] = np.arange(1, kept.size + 1, dtype=np.int32)
     lookup = new[root][piece]  # global piece id -> final label
 
+    # On a distributed cluster a persisted colour map lives in futures;
+    # the relabel tasks must hold them, or the scheduler may forget the
+    # chunks before the labels are computed ("lost dependencies").
+    try:
+        from distributed import futures_of
+
+        held = {f.key: f for f in futures_of(colour)}
+    except ImportError:
+        held = {}
     out_blocks = np.empty((nby, nbx), dtype=object)
     for i in range(nby):
         for j in range(nbx):
@@ -398,8 +407,9 @@ def stitch_labels(colour, *, n_pixels=5, connectivity=8, merge_fraction=0.5,
             local = np.concatenate([[0], lookup[o + 1:o + 1 + m]]).astype(
                 np.int32)
             out_blocks[i, j] = da.from_delayed(
-                dask.delayed(_relabel_block)(blocks[i, j], local,
-                                             connectivity),
+                dask.delayed(_relabel_block)(
+                    held.get(blocks[i, j].key, blocks[i, j]), local,
+                    connectivity),
                 shape=(colour.chunks[0][i], colour.chunks[1][j]),
                 dtype=np.int32)
     labels = da.block(out_blocks.tolist())

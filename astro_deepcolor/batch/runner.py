@@ -181,10 +181,28 @@ def get_finder(settings):
         if finder is None:
             from astro_deepcolor.inference import DeepColorSegmentation
 
-            finder = DeepColorSegmentation(**settings.finder_kwargs())
+            kwargs = settings.finder_kwargs()
+            if 'n_threads' not in kwargs:
+                # On a Dask worker (e.g. --scheduler ADDRESS), run the
+                # network on the worker's own thread count rather than on
+                # every core of the node, which its neighbours share.
+                nthreads = _dask_worker_threads()
+                if nthreads is not None:
+                    kwargs['n_threads'] = nthreads
+            finder = DeepColorSegmentation(**kwargs)
             _FINDERS[settings] = finder
             FINDER_LOADS[settings] += 1
     return finder
+
+
+def _dask_worker_threads():
+    """Thread count of the Dask worker running this task, else None."""
+    try:
+        from distributed import get_worker
+
+        return int(get_worker().state.nthreads)
+    except Exception:  # not on a worker, or an older distributed
+        return None
 
 
 def _worker_id():

@@ -256,6 +256,14 @@ class DeepColorSegmentation:
                   f'n_threads={self.n_threads!r}')
         return f'{type(self).__name__}({params})'
 
+    def __getstate__(self):
+        # The backend (an onnxruntime session or a torch module on a
+        # device) is not picklable: a copy sent to another process (a Dask
+        # worker) builds its own on first use.
+        state = self.__dict__.copy()
+        state.pop('_runner', None)
+        return state
+
     # -- backend ---------------------------------------------------------
 
     @functools.cached_property
