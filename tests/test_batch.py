@@ -401,7 +401,7 @@ def test_run_cli_with_scheduler(client, survey, tmp_path, capsys,
         out=str(out), scheduler=client.scheduler.address, workers=None,
         threshold=0.5, n_pixels=5, overwrite=False, segmentation=None,
         write_segmentation=True, model=str(tiny_model_path), tile_size=1024,
-        quiet=True)
+        quiet=False)
     assert run_cli(args) == 1  # the corrupt file failed
     err = capsys.readouterr().err
     assert f'{N_FILES * N_CCDS} images detected' in err
@@ -415,13 +415,19 @@ def test_run_cli_with_scheduler(client, survey, tmp_path, capsys,
     assert all(n <= 1 for n in loads.values())
     assert len(list((out / 'segmentation').glob('*.segm.fits'))) == 6
     # resume through the real command line: nothing left to do
-    status = main(['detect', str(survey / 'exp*.fits'),
-                   str(survey / 'corrupt.fits'), '--out', str(out),
-                   '--scheduler', client.scheduler.address, '--model',
-                   str(tiny_model_path), '--write-segmentation', '--quiet'])
+    written = {p: p.stat().st_mtime_ns for p in out.rglob('*.fits')
+               if p.name != 'catalog.fits'}
+    args = ['detect', str(survey / 'exp*.fits'), str(survey / 'corrupt.fits'),
+            '--out', str(out), '--scheduler', client.scheduler.address,
+            '--model', str(tiny_model_path), '--write-segmentation']
+    status = main(args)
     assert status == 1
     assert f'0 images detected, {N_FILES * N_CCDS} already done' in (
         capsys.readouterr().err)
+    assert {p: p.stat().st_mtime_ns for p in written} == written
+    # --quiet: no progress bar and no summary line
+    assert main([*args, '--quiet']) == 1
+    assert 'images detected' not in capsys.readouterr().err
 
 
 # -- mosaic stitching -------------------------------------------------------

@@ -97,9 +97,10 @@ def run_cli(args):
     )
     result = batch(inputs, out)
     mpix = result.megapixels_per_second
-    print(f'{result.n_done} images detected, {result.n_reused} already done, '
-          f'{result.n_failed} failed, {result.n_skipped} HDUs without image; '
-          f'{result.n_sources} sources in {result.catalog} '
-          f'({result.seconds:.1f} s, {mpix:.2f} MPix/s); '
-          f'manifest {result.manifest}', file=sys.stderr)
+    if progress:  # --quiet: no progress bar and no summary line
+        print(f'{result.n_done} images detected, {result.n_reused} already done, '
+              f'{result.n_failed} failed, {result.n_skipped} HDUs without image; '
+              f'{result.n_sources} sources in {result.catalog} '
+              f'({result.seconds:.1f} s, {mpix:.2f} MPix/s); '
+              f'manifest {result.manifest}', file=sys.stderr)
     return 1 if result.n_failed else 0
