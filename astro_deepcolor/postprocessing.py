@@ -59,7 +59,7 @@ from scipy import ndimage
 
 from astro_deepcolor.utils._parameters import check_choice, check_fraction, check_positive_int
 
-__all__ = ['classify_pixels', 'label_sources', 'merge_flicker',
+__all__ = ['classify_pixels', 'fold_groups', 'label_sources', 'merge_flicker',
            'segment_probabilities']
 
 _NO_DETECTIONS = ('No sources were found. Try lowering the threshold or '
@@ -222,6 +222,47 @@ def merge_flicker(comp, n_components, areas, n_pixels, *, connectivity=8,
     shared_pairs, touch_pairs = _contacts(comp, n_components, connectivity)
     if not touch_pairs:
         return root, group_areas
+    touching = {a for pair in touch_pairs for a in pair}
+    slices = ndimage.find_objects(comp)
+    perim = {a: _perimeter(comp[slices[a - 1]] == a) for a in touching}
+    return fold_groups(root, group_areas, shared_pairs, touch_pairs, perim,
+                       n_pixels, merge_fraction)
+
+
+def fold_groups(root, group_areas, shared_pairs, touch_pairs, perim,
+                n_pixels, merge_fraction):
+    """
+    The greedy colour-flicker merge on a component contact graph.
+
+    Shared by `merge_flicker` (one image in memory) and
+    `astro_deepcolor.batch.stitch_labels` (contacts gathered from chunks),
+    so both give the same labels.
+
+    Parameters
+    ----------
+    root : 1D `~numpy.ndarray` of int
+        ``arange(n + 1)``; updated in place and returned.
+    group_areas : 1D `~numpy.ndarray` of int
+        Area of every component; updated in place and returned.
+    shared_pairs : dict
+        ``(a, b) -> number of shared pixel faces`` for touching components.
+    touch_pairs : iterable of tuple
+        Every ``(a, b)`` of touching components (faces or corners).
+    perim : dict
+        Perimeter (pixel faces) of every touching component.
+    n_pixels : int
+        Smaller components are always merged into a neighbour.
+    merge_fraction : float
+        Minimum shared fraction of a component's perimeter for a merge.
+
+    Returns
+    -------
+    root : 1D `~numpy.ndarray` of int
+        Group id of every component.
+    group_areas : 1D `~numpy.ndarray` of int
+        Area of every group, indexed by its root.
+    """
+    perim = dict(perim)
     shared = {}
     touch = {}
     for (a, b), count in shared_pairs.items():
@@ -230,11 +271,6 @@ def merge_flicker(comp, n_components, areas, n_pixels, *, connectivity=8,
     for a, b in touch_pairs:
         touch.setdefault(a, set()).add(b)
         touch.setdefault(b, set()).add(a)
-    slices = ndimage.find_objects(comp)
-    perim = {}
-    for a in touch:
-        sl = slices[a - 1]
-        perim[a] = _perimeter(comp[sl] == a)
 
     for a in sorted(touch, key=lambda i: (group_areas[i], i)):
         neighbours = touch.get(a)

@@ -28,6 +28,7 @@ import math
 
 import numpy as np
 
+from astro_deepcolor.postprocessing import fold_groups
 from astro_deepcolor.utils._parameters import check_choice, check_positive_int
 
 __all__ = ['detect_mosaic', 'mosaic_background', 'stitch_labels']
@@ -161,56 +162,9 @@ def _merge_groups(n, areas, shared_pairs, touch_pairs, perim_of, n_pixels,
     group_areas = np.asarray(areas, dtype=np.int64).copy()
     if n < 2 or not touch_pairs:
         return root, group_areas
-    shared = {}
-    touch = {}
-    for (a, b), count in shared_pairs.items():
-        shared.setdefault(a, {})[b] = count
-        shared.setdefault(b, {})[a] = count
-    for a, b in touch_pairs:
-        touch.setdefault(a, set()).add(b)
-        touch.setdefault(b, set()).add(a)
-    perim = {a: int(perim_of[a]) for a in touch}
-    for a in sorted(touch, key=lambda i: (group_areas[i], i)):
-        neighbours = touch.get(a)
-        if not neighbours:
-            continue
-        sh = shared.get(a, {})
-        best = max(neighbours, key=lambda b: (sh.get(b, 0), group_areas[b], -b))
-        s = sh.get(best, 0)
-        small = group_areas[a] < n_pixels
-        enclosed = (group_areas[a] <= group_areas[best]
-                    and s >= merge_fraction * perim[a])
-        if not (small or enclosed):
-            continue
-        root[a] = best
-        group_areas[best] += group_areas[a]
-        perim[best] += perim[a] - 2 * s
-        sb = shared.setdefault(best, {})
-        sb.pop(a, None)
-        for x, count in sh.items():
-            if x == best:
-                continue
-            sb[x] = sb.get(x, 0) + count
-            sx = shared[x]
-            sx.pop(a, None)
-            sx[best] = sx.get(best, 0) + count
-        tb = touch[best]
-        tb.discard(a)
-        for x in neighbours:
-            if x == best:
-                continue
-            tb.add(x)
-            tx = touch[x]
-            tx.discard(a)
-            tx.add(best)
-        del touch[a]
-        shared.pop(a, None)
-    while True:
-        nxt = root[root]
-        if np.array_equal(nxt, root):
-            break
-        root = nxt
-    return root, group_areas
+    perim = {a: int(perim_of[a]) for pair in touch_pairs for a in pair}
+    return fold_groups(root, group_areas, shared_pairs, touch_pairs, perim,
+                       n_pixels, merge_fraction)
 
 
 def _relabel_block(colour, lookup, connectivity):
