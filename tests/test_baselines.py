@@ -183,3 +183,36 @@ def test_noisechisel_parameters():
     assert len(loose) >= len(strict) > 0
     _, whole = NoiseChiselDetector(fwhm=FWHM, deblend=False)(img, 0.3)
     assert len(whole) > 0
+
+
+def test_noisechisel_retries_with_fewer_false_detections(monkeypatch):
+    """Gnuastro's 'too few pseudo-detections' stop gets one retry."""
+    import subprocess
+    import types
+
+    from astro_deepcolor.baselines.noisechisel import MIN_NUM_FALSE, NoiseChiselDetector
+
+    calls = []
+
+    def fake_run(args, **kwargs):
+        calls.append(list(args))
+        if any(a.startswith('--minnumfalse') for a in args):
+            return types.SimpleNamespace(returncode=0, stderr='')
+        return types.SimpleNamespace(
+            returncode=1, stderr="only 54 pseudo-detections ... less than 100 "
+                                 "(value to '--minnumfalse' option)")
+
+    monkeypatch.setattr(subprocess, 'run', fake_run)
+    det = NoiseChiselDetector.__new__(NoiseChiselDetector)
+    det.timeout, det.n_fallbacks, det.last_error = 10.0, 0, None
+    assert det._run(['astnoisechisel', 'image.fits'])
+    assert calls == [['astnoisechisel', 'image.fits'],
+                     ['astnoisechisel', 'image.fits', f'--minnumfalse={MIN_NUM_FALSE}']]
+    assert det.n_fallbacks == 1
+    # any other failure is not retried
+    calls.clear()
+    monkeypatch.setattr(subprocess, 'run', lambda args, **kw: (
+        calls.append(args), types.SimpleNamespace(returncode=2, stderr='bad input'))[1])
+    assert not det._run(['astnoisechisel', 'x.fits'])
+    assert len(calls) == 1
+    assert det.last_error == 'bad input'

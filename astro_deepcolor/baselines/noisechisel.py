@@ -13,6 +13,9 @@ from .base import BaseDetector, _as_segm, _empty_catalog, prepare_image, segment
 
 __all__ = ['NoiseChiselDetector']
 
+#: ``--minnumfalse`` of the retry when Gnuastro finds too little sky.
+MIN_NUM_FALSE = 20
+
 
 class NoiseChiselDetector(BaseDetector):
     """
@@ -26,6 +29,11 @@ class NoiseChiselDetector(BaseDetector):
     ``(qthresh, snquant)``. Masked and non-finite pixels are written as
     blank (NaN), which Gnuastro ignores. Centroids and fluxes are measured
     on NoiseChisel's sky-subtracted image in the ``OBJECTS`` segmentation.
+
+    When Gnuastro stops because it found fewer sky pseudo-detections than
+    ``--minnumfalse`` (100 by default; common on 512-pixel images full of
+    sources or artefacts), the run is repeated once with
+    ``--minnumfalse=20``; ``n_fallbacks`` counts those retries.
 
     Parameters
     ----------
@@ -49,6 +57,7 @@ class NoiseChiselDetector(BaseDetector):
         super().__init__(fwhm=fwhm, n_pixels=n_pixels, deblend=deblend)
         self.snquant = float(snquant)
         self.timeout = float(timeout)
+        self.n_fallbacks = 0
 
     @classmethod
     def _check_available(cls):
@@ -103,6 +112,13 @@ class NoiseChiselDetector(BaseDetector):
             return False
         if proc.returncode != 0:
             self.last_error = proc.stderr.strip()[-500:]
+            if ('--minnumfalse' in self.last_error
+                    and not any(a.startswith('--minnumfalse') for a in args)):
+                # Too little sky left for Gnuastro's default 100 false
+                # (sky) detections, typical of crowded or artefact-rich
+                # 512-pixel images: retry with 20, as on small images.
+                self.n_fallbacks += 1
+                return self._run([*args, f'--minnumfalse={MIN_NUM_FALSE}'])
         return proc.returncode == 0
 
     def _detect(self, state, threshold):
