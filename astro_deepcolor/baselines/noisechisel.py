@@ -15,6 +15,23 @@ __all__ = ['NoiseChiselDetector']
 
 #: ``--minnumfalse`` of the retry when Gnuastro finds too little sky.
 MIN_NUM_FALSE = 20
+#: ``--interpnumngb`` of the retry when too few tiles can be interpolated.
+INTERP_NUM_NGB = 5
+
+
+def _relaxed_option(error, args):
+    """The option to relax for a Gnuastro 'too little sky' error, or None."""
+    def given(name):
+        return any(a.startswith(name) for a in args)
+
+    if "'--minnumfalse'" in error or 'pseudo-detections could be found' in error:
+        if not given('--minnumfalse'):
+            return f'--minnumfalse={MIN_NUM_FALSE}'
+        if f'--minnumfalse={MIN_NUM_FALSE}' in args:
+            return None
+    if 'neighbors found while you had asked' in error and not given('--interpnumngb'):
+        return f'--interpnumngb={INTERP_NUM_NGB}'
+    return None
 
 
 class NoiseChiselDetector(BaseDetector):
@@ -30,10 +47,12 @@ class NoiseChiselDetector(BaseDetector):
     blank (NaN), which Gnuastro ignores. Centroids and fluxes are measured
     on NoiseChisel's sky-subtracted image in the ``OBJECTS`` segmentation.
 
-    When Gnuastro stops because it found fewer sky pseudo-detections than
-    ``--minnumfalse`` (100 by default; common on 512-pixel images full of
-    sources or artefacts), the run is repeated once with
-    ``--minnumfalse=20``; ``n_fallbacks`` counts those retries.
+    When Gnuastro stops because too little sky is usable (fewer sky
+    pseudo-detections than ``--minnumfalse``, 100 by default, or fewer
+    good tiles than ``--interpnumngb``, 15; common on 512-pixel images full
+    of sources or artefacts), the run is repeated with ``--minnumfalse=20``
+    and/or ``--interpnumngb=5``, the settings used for small images;
+    ``n_fallbacks`` counts those retries.
 
     Parameters
     ----------
@@ -112,13 +131,13 @@ class NoiseChiselDetector(BaseDetector):
             return False
         if proc.returncode != 0:
             self.last_error = proc.stderr.strip()[-500:]
-            if ('--minnumfalse' in self.last_error
-                    and not any(a.startswith('--minnumfalse') for a in args)):
-                # Too little sky left for Gnuastro's default 100 false
-                # (sky) detections, typical of crowded or artefact-rich
-                # 512-pixel images: retry with 20, as on small images.
+            extra = _relaxed_option(self.last_error, args)
+            if extra is not None:
+                # Too little usable sky for Gnuastro's defaults, typical of
+                # crowded or artefact-rich 512-pixel images: relax the
+                # option it names, as on small images, and try again.
                 self.n_fallbacks += 1
-                return self._run([*args, f'--minnumfalse={MIN_NUM_FALSE}'])
+                return self._run([*args, extra])
         return proc.returncode == 0
 
     def _detect(self, state, threshold):
