@@ -149,3 +149,28 @@ def test_streak_end_points_lie_on_the_streak():
         # Along the segment the trail is brighter than the sky almost
         # everywhere (the swapped diagonal misses it by up to ~15 px).
         assert np.mean(data[ys, xs] > sky + 3 * np.std(data[data < np.percentile(data, 90)])) > 0.8
+
+
+def test_points_without_detections_reach_no_contamination_level():
+    """A threshold that detects nothing has no contamination: it must not
+    count as 'completeness 0 at 1 % contamination' nor be the operating
+    point (the CNN at probability 1 used to be both)."""
+    result = run_sweeps(regimes=['clean'], detectors=['sep'], quick=True,
+                        n_images=1, shape=(64, 64), progress=False)
+    rec = result.records[('clean', 'sep')]
+    n = len(rec.thresholds)
+    total = 10
+    # Hand-made curve: contamination 50 %, 30 %, ... and nothing detected
+    # at the last threshold.
+    tp = np.linspace(total, 0, n).round().astype(int)
+    tp[-2] = max(tp[-2], 1)
+    fp = np.where(tp > 0, np.maximum(1, tp // 2), 0)
+    rec.tp[0] = tp
+    rec.fp[0] = fp
+    rec.fn[0] = total - tp
+    rec.tp_bright[0] = np.minimum(tp, rec.n_bright[0])
+    _curves, summary, _binned, _fps = summarize(result, n_bootstrap=5)
+    row = summary[0]
+    assert np.isnan(row['completeness_at_1pct'])
+    assert row['operating_completeness'] > 0
+    assert row['min_contamination'] > 0.2

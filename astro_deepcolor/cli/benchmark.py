@@ -69,6 +69,7 @@ def add_parser(parser):
 def _print_summary(summary, out):
     cols = ['regime', 'detector', 'n_truth', 'completeness_at_1pct',
             'completeness_at_5pct', 'completeness_at_10pct',
+            'completeness_at_20pct', 'completeness_at_50pct',
             'min_contamination', 'deblend_success']
     cols = [c for c in cols if c in summary.colnames]
     print(f'results in {out}')

@@ -54,7 +54,7 @@ SIGMA_SWEEP = np.round(np.arange(0.25, 10.0 + 1e-9, 0.25), 2)
 QUICK_PROB_SWEEP = np.round(np.arange(0.1, 1.0, 0.2), 2)
 QUICK_SIGMA_SWEEP = np.array([0.5, 1.5, 3.0, 5.0, 10.0])
 #: Contamination levels of the summary table.
-CONTAMINATION_LEVELS = (0.01, 0.05, 0.10)
+CONTAMINATION_LEVELS = (0.01, 0.05, 0.10, 0.20, 0.50)
 #: Contamination that defines each detector's operating point.
 OPERATING_CONTAMINATION = 0.05
 #: Signal-to-noise cut of the "bright" truth subset.
@@ -612,6 +612,11 @@ def summarize(result, *, n_bootstrap=200, seed=0):
                                           fn_i[boot].sum(1))
         bc = np.where(failed, np.nan, bc)
         bf = np.where(failed, np.nan, bf)
+        # A point without detections has no contamination: it never
+        # counts as reaching a contamination level (nor as the operating
+        # point), whatever the curve tables say.
+        bf_s = np.where(tp_i[boot].sum(1) + fp_i[boot].sum(1) > 0, bf, np.nan)
+        cont_s = np.where(tp + fp > 0, cont, np.nan)
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', RuntimeWarning)
             comp_err = np.nanstd(bc, axis=0)
@@ -634,8 +639,8 @@ def summarize(result, *, n_bootstrap=200, seed=0):
                'n_truth': n_truth, 'n_truth_bright': int(nb),
                'n_pairs': n_pairs_b, 'n_pairs_all': n_pairs_a}
         for level in CONTAMINATION_LEVELS:
-            c, _ = _best_at(comp, cont, level)
-            samples = [_best_at(bc[b], bf[b], level)[0]
+            c, _ = _best_at(comp, cont_s, level)
+            samples = [_best_at(bc[b], bf_s[b], level)[0]
                        for b in range(n_bootstrap)]
             samples = np.asarray(samples)
             key = f'completeness_at_{round(level * 100):d}pct'
@@ -645,7 +650,7 @@ def summarize(result, *, n_bootstrap=200, seed=0):
         reached = np.isfinite(cont) & (tp > 0)
         row['min_contamination'] = (float(np.nanmin(cont[reached]))
                                     if reached.any() else np.nan)
-        _, j = _best_at(comp, cont, OPERATING_CONTAMINATION)
+        _, j = _best_at(comp, cont_s, OPERATING_CONTAMINATION)
         if j < 0:  # never that clean: operate at the cleanest point
             j = int(np.flatnonzero(reached)[np.nanargmin(cont[reached])]) \
                 if reached.any() else 0

@@ -29,7 +29,8 @@ __all__ = ['SUMMARY_COLUMNS', 'summary_rst', 'write_outputs']
 #: Columns of the summary shown in the HTML report and the docs.
 SUMMARY_COLUMNS = (
     'regime', 'detector', 'n_truth', 'completeness_at_1pct',
-    'completeness_at_5pct', 'completeness_at_10pct', 'min_contamination',
+    'completeness_at_5pct', 'completeness_at_10pct', 'completeness_at_20pct',
+    'completeness_at_50pct', 'min_contamination',
     'operating_threshold', 'operating_completeness',
     'operating_completeness_bright', 'deblend_success', 'fp_total',
 )
@@ -266,7 +267,7 @@ def summary_rst(summary):
     fp_cols = [c for c in summary.colnames if c.startswith('fp_')
                and c != 'fp_total']
     head = ['regime', 'detector', 'C @ 1 %', 'C @ 5 %', 'C @ 10 %',
-            'min. contam.', 'operating point', 'C (S/N ≥ 5)', 'deblend',
+            'C @ 20 %', 'C @ 50 %', 'min. contam.', 'operating point', 'C (S/N ≥ 5)', 'deblend',
             'FP by class (operating point)']
     lines = ['.. list-table::', '   :header-rows: 1', '']
     lines.append('   * - ' + '\n     - '.join(head))
@@ -274,6 +275,7 @@ def summary_rst(summary):
         fps = ', '.join(f'{c[3:]} {int(r[c])}' for c in fp_cols if int(r[c]))
         cells = [r['regime'], r['detector'], pct(r, 'completeness_at_1pct'),
                  pct(r, 'completeness_at_5pct'), pct(r, 'completeness_at_10pct'),
+                 pct(r, 'completeness_at_20pct'), pct(r, 'completeness_at_50pct'),
                  _fmt(r['min_contamination']),
                  f"{r['operating_threshold']} (C {float(r['operating_completeness']):.3f}, "
                  f"contam. {float(r['operating_contamination']):.3f})",
