@@ -70,7 +70,9 @@ def plot_curves(curves, summary, path):
         n_truth = int(sel['n_truth'][0])
         n_img = int(sel['n_images'][0])
         for name in _order(set(sel['detector'])):
-            c = sel[(sel['detector'] == name) & ~sel['failed']]
+            # Points without detections have no contamination: not drawn.
+            c = sel[(sel['detector'] == name) & ~sel['failed']
+                    & (sel['tp'] + sel['fp'] > 0)]
             if name == 'noisechisel':
                 ax.errorbar(c['contamination'], c['completeness'],
                             xerr=c['contamination_err'],
