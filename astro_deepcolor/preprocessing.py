@@ -341,3 +341,85 @@ def normalize(data, background, rms, mask=None):
         bad |= mask
     out[bad] = 0.0
     return out
+
+
+def sky_noise(y0, x0, shape):
+    """
+    Deterministic unit-variance Gaussian noise at global pixel positions.
+
+    Masked pixels, flat (blank) regions and the parts of a network tile
+    outside the image are given this noise instead of zeros: the network
+    never saw noiseless flat sky in training and reads it as signal. The
+    values depend only on the pixel's global ``(y, x)``, so tiling does
+    not change them.
+
+    Parameters
+    ----------
+    y0, x0 : int
+        Global position of the first pixel (may be negative).
+    shape : tuple of 2 int
+        Shape of the block.
+
+    Returns
+    -------
+    noise : 2D `~numpy.ndarray` of float32
+    """
+    y = np.arange(y0, y0 + shape[0], dtype=np.int64).astype(np.uint64)[:, None]
+    x = np.arange(x0, x0 + shape[1], dtype=np.int64).astype(np.uint64)[None, :]
+    # A 64-bit integer hash (splitmix64 finaliser) of the position.
+    with np.errstate(over='ignore'):
+        h = y * np.uint64(0x9E3779B97F4A7C15) ^ (x + np.uint64(0x632BE59BD9B4E019))
+        h ^= h >> np.uint64(30)
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(27)
+        h *= np.uint64(0x94D049BB133111EB)
+        h ^= h >> np.uint64(31)
+    u1 = ((h >> np.uint64(40)).astype(np.float64) + 0.5) / 2.0**24
+    u2 = ((h & np.uint64(0xFFFFFF)).astype(np.float64) + 0.5) / 2.0**24
+    return (np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)).astype(np.float32)
+
+
+def flat_pixels(data, bad=None):
+    """
+    Pixels of blank regions: equal to all 8 neighbours, and not bright.
+
+    Real sky is never exactly flat over 3 x 3 pixels; zero padding of
+    mosaics, filled gaps and constant images are. Flat plateaus at or
+    above the 99.9th percentile of the image (saturated cores) are kept.
+
+    Parameters
+    ----------
+    data : 2D `~numpy.ndarray`
+        The image.
+    bad : 2D bool `~numpy.ndarray`, optional
+        Pixels already excluded (they do not set the percentile).
+
+    Returns
+    -------
+    flat : 2D bool `~numpy.ndarray`
+    """
+    ny, nx = data.shape
+    flat = np.zeros(data.shape, dtype=bool)
+    if ny < 3 or nx < 3:
+        return flat
+    core = data[1:-1, 1:-1]
+    eq = np.ones(core.shape, dtype=bool)
+    for dy in (0, 1, 2):
+        for dx in (0, 1, 2):
+            if dy == 1 and dx == 1:
+                continue
+            eq &= data[dy:dy + ny - 2, dx:dx + nx - 2] == core
+    flat[1:-1, 1:-1] = eq
+    if not flat.any():
+        return flat
+    # Grow by one pixel so that region borders count too.
+    from scipy import ndimage
+
+    flat = ndimage.binary_dilation(flat, structure=np.ones((3, 3), bool))
+    valid = data[::7, ::7] if bad is None else data[::7, ::7][~bad[::7, ::7]]
+    valid = valid[np.isfinite(valid)]
+    if valid.size and np.ptp(valid) > 0:
+        bright = data >= np.percentile(valid, 99.9)
+        flat &= ~bright
+    return flat
+

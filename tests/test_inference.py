@@ -207,12 +207,39 @@ class TestInputs:
     def test_constant_and_all_masked_images(self, finder):
         with pytest.warns(NoDetectionsWarning, match='No sources were found'):
             assert finder(np.full((50, 60), np.nan)) is None
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore', NoDetectionsWarning)
-            segm = finder(np.full((50, 60), 7.0))
-        assert segm is None or segm.shape == (50, 60)
+        # A constant image has no sources (it used to come out as one
+        # image-sized source: the network reads flat input as signal).
+        with pytest.warns(NoDetectionsWarning, match='No sources were found'):
+            assert finder(np.full((50, 60), 7.0)) is None
         probs = finder.predict(np.ones((50, 60)), mask=np.ones((50, 60), bool))
         assert_array_equal(probs[0], 1.0)
+
+    def test_blank_padding_holds_no_sources(self, finder, image):
+        padded = np.zeros((image.shape[0], image.shape[1] + 48), np.float32)
+        padded[:, 48:] = image
+        segm = finder(padded)
+        assert not segm.data[:, :48].any()
+        # and the sources of the image are still found
+        assert segm.n_labels >= 0.8 * finder(image).n_labels
+
+    def test_sky_noise_depends_on_global_position_only(self):
+        from astro_deepcolor.preprocessing import sky_noise
+
+        big = sky_noise(-8, -8, (64, 80))
+        assert_array_equal(sky_noise(4, 10, (20, 30)), big[12:32, 18:48])
+        assert abs(big.mean()) < 0.1
+        assert 0.9 < big.std() < 1.1
+
+    def test_flat_pixels_keep_saturated_plateaus(self):
+        from astro_deepcolor.preprocessing import flat_pixels
+
+        rng = np.random.default_rng(3)
+        data = rng.normal(100.0, 5.0, (80, 80)).astype(np.float32)
+        data[:, :10] = 0.0            # blank padding
+        data[40:44, 40:44] = 65535.0  # saturated core
+        flat = flat_pixels(data)
+        assert flat[:, :10].all()
+        assert not flat[:, 11:].any()
 
     @pytest.mark.parametrize(('data', 'error', 'match'), [
         (np.zeros((3, 20, 20)), ValueError,

@@ -473,13 +473,18 @@ def mosaic_background(image, bad, *, box_size=64, filter_size=3,
     return maps[0], maps[1]
 
 
-def _colour_block(block, bad, background, rms, finder, threshold):
+def _colour_block(block, bad, background, rms, finder, threshold, starts,
+                  margin, block_info=None):
     """Deep-coloring classes of one chunk plus its margin."""
     from astro_deepcolor.postprocessing import classify_pixels
 
+    i, j = block_info[0]['chunk-location']
+    # Global position of the block's first pixel (no margin at the edges).
+    origin = (int(starts[0][i]) - (margin if i > 0 else 0),
+              int(starts[1][j]) - (margin if j > 0 else 0))
     bad = np.asarray(bad)
     probs = finder.predict(np.asarray(block), bad, background=background,
-                           rms=rms)
+                           rms=rms, origin=origin)
     colour, _ = classify_pixels(probs, threshold, bad)
     return colour
 
@@ -562,7 +567,9 @@ def detect_mosaic(image, finder=None, *, mask=None, chunks=2048, client=None):
     colour = da.map_overlap(
         _colour_block, image, bad, background, rms, depth=margin,
         boundary='none', trim=True, dtype=np.uint8, finder=finder,
-        threshold=finder.threshold, meta=np.zeros((0, 0), np.uint8))
+        threshold=finder.threshold, meta=np.zeros((0, 0), np.uint8),
+        starts=[np.concatenate([[0], np.cumsum(c)[:-1]]) for c in image.chunks],
+        margin=margin)
     colour = client.persist(colour) if client is not None else colour.persist()
     return stitch_labels(colour, n_pixels=finder.n_pixels,
                          connectivity=finder.connectivity,

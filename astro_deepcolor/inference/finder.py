@@ -87,7 +87,8 @@ def _prepare(data, mask):
     """
     Validate the image; return (float32 native-endian data, bad mask).
 
-    ``bad`` is True for masked, masked-array-masked and non-finite pixels.
+    ``bad`` is True for masked, masked-array-masked and non-finite pixels,
+    and for blank regions (`~astro_deepcolor.preprocessing.flat_pixels`).
     """
     if data is None:
         msg = 'data must be a 2D array, got None'
@@ -122,6 +123,11 @@ def _prepare(data, mask):
                    f'got {mask.shape!r}')
             raise ValueError(msg)
         bad |= mask.astype(bool, copy=False)
+    # Blank (exactly flat) regions, e.g. mosaic padding or a constant
+    # image, hold no sources: the network would read them as signal.
+    from astro_deepcolor.preprocessing import flat_pixels
+
+    bad |= flat_pixels(data, bad)
     return data, bad
 
 
@@ -316,9 +322,9 @@ class DeepColorSegmentation:
         return estimate_background(data, mask=bad, box_size=box,
                                    filter_size=self.config.background_filter)
 
-    def _infer(self, data, bad, background, rms, sink, timings):
+    def _infer(self, data, bad, background, rms, sink, timings, origin=(0, 0)):
         """Run the tiles through the network; ``sink(core, probs)`` each."""
-        from astro_deepcolor.preprocessing import normalize
+        from astro_deepcolor.preprocessing import normalize, sky_noise
 
         plan = TilePlan(data.shape, self.tile_shape, self.overlap,
                         self.config.tile_multiple)
@@ -338,10 +344,25 @@ class DeepColorSegmentation:
                 for i, tile in enumerate(batch):
                     src, dst = tile.source_and_destination(data.shape,
                                                            plan.window_shape)
-                    if (dst[0].stop - dst[0].start, dst[1].stop - dst[1].start) != (wy, wx):
-                        x[i, 0] = 0.0
-                    x[i, 0][dst] = normalize(data[src], background[src],
-                                             rms[src], bad[src])
+                    # Outside the image and on bad pixels the network
+                    # sees sky noise (a function of the global position,
+                    # so the same in every tiling), never flat zeros.
+                    oy = origin[0] + src[0].start - dst[0].start
+                    ox = origin[1] + src[1].start - dst[1].start
+                    partial = (dst[0].stop - dst[0].start,
+                               dst[1].stop - dst[1].start) != (wy, wx)
+                    norm = normalize(data[src], background[src], rms[src],
+                                     bad[src])
+                    tile_bad = bad[src]
+                    if partial:
+                        x[i, 0] = sky_noise(oy, ox, (wy, wx))
+                    if tile_bad.any():
+                        fill = (x[i, 0][dst] if partial else
+                                sky_noise(origin[0] + src[0].start,
+                                          origin[1] + src[1].start,
+                                          tile_bad.shape))
+                        norm[tile_bad] = fill[tile_bad]
+                    x[i, 0][dst] = norm
                 t1 = time.perf_counter()
                 probs = runner.run(x[:len(batch)])
                 t2 = time.perf_counter()
@@ -450,7 +471,8 @@ class DeepColorSegmentation:
         return self._detect(data, mask, self.threshold, self.n_pixels,
                             background, rms)
 
-    def predict(self, data, mask=None, *, background=None, rms=None):
+    def predict(self, data, mask=None, *, background=None, rms=None,
+                origin=(0, 0)):
         """
         Probability maps of the network for the whole image.
 
@@ -463,6 +485,11 @@ class DeepColorSegmentation:
             probability 1 of background.
         background, rms : 2D array-like or float, optional
             Precomputed sky and noise maps; estimated when omitted.
+        origin : tuple of 2 int, optional
+            Global ``(y, x)`` of ``data[0, 0]`` when ``data`` is a piece of
+            a larger image: the sky noise that replaces bad pixels for the
+            network depends on the global position, so pieces agree with
+            the whole image.
 
         Returns
         -------
@@ -488,7 +515,7 @@ class DeepColorSegmentation:
         def sink(core, out):
             probs[(slice(None), *core)] = out
 
-        self._infer(data, bad, background, rms, sink, {})
+        self._infer(data, bad, background, rms, sink, {}, origin=origin)
         if bad.any():
             probs[:, bad] = 0.0
             probs[0, bad] = 1.0
