@@ -57,7 +57,12 @@ def _score(sim, segm):
         from photutils.segmentation import SourceCatalog
 
         cat = SourceCatalog(sim.data - sim.background, segm)
-        det = QTable({'x': cat.xcentroid, 'y': cat.ycentroid})
+        # photutils >= 3 names them x_centroid/y_centroid (the old names warn)
+        x = getattr(cat, 'x_centroid', None)
+        x = cat.xcentroid if x is None else x
+        y = getattr(cat, 'y_centroid', None)
+        y = cat.ycentroid if y is None else y
+        det = QTable({'x': x, 'y': y})
     m = match_sources(sim.truth, det, truth_segmentation=sim.segmentation,
                       detection_segmentation=segm, fwhm=sim.fwhm)
     comp, cont = completeness_contamination(m)
