@@ -184,6 +184,21 @@ def _clipped_stats(samples, min_fraction):
     return mode + centre, sigma, good
 
 
+def _finish_meshes(mode, sigma, good, filter_size):
+    """Fill the meshes without enough valid pixels, then median-filter."""
+    if not good.any():
+        msg = 'no mesh has enough valid (unmasked, finite) pixels'
+        raise ValueError(msg)
+    mode = _fill_bad_meshes(mode, good)
+    sigma = _fill_bad_meshes(sigma, good)
+    if filter_size > 1 and (mode.shape[0] > 1 or mode.shape[1] > 1):
+        from scipy.ndimage import median_filter
+
+        mode = median_filter(mode, size=filter_size, mode='nearest')
+        sigma = median_filter(sigma, size=filter_size, mode='nearest')
+    return mode, sigma
+
+
 def _fill_bad_meshes(values, good):
     """Replace bad meshes by the value of the nearest good mesh."""
     if good.all():
@@ -282,17 +297,9 @@ def estimate_background(data, mask=None, *, box_size=64, filter_size=3,
     nby, nbx, n = samples.shape
     mode, sigma, good = _clipped_stats(samples.reshape(nby * nbx, n),
                                        min_fraction)
-    good = good.reshape(nby, nbx)
-    if not good.any():
-        msg = 'no mesh has enough valid (unmasked, finite) pixels'
-        raise ValueError(msg)
-    mode = _fill_bad_meshes(mode.reshape(nby, nbx), good)
-    sigma = _fill_bad_meshes(sigma.reshape(nby, nbx), good)
-    if filter_size > 1 and (nby > 1 or nbx > 1):
-        from scipy.ndimage import median_filter
-
-        mode = median_filter(mode, size=filter_size, mode='nearest')
-        sigma = median_filter(sigma, size=filter_size, mode='nearest')
+    mode, sigma = _finish_meshes(mode.reshape(nby, nbx),
+                                 sigma.reshape(nby, nbx),
+                                 good.reshape(nby, nbx), filter_size)
 
     ny, nx = data.shape
     wy = _spline_weights(ny, box_size, nby)

@@ -25,10 +25,7 @@ def _relaxed_option(error, args):
         return any(a.startswith(name) for a in args)
 
     if "'--minnumfalse'" in error or 'pseudo-detections could be found' in error:
-        if not given('--minnumfalse'):
-            return f'--minnumfalse={MIN_NUM_FALSE}'
-        if f'--minnumfalse={MIN_NUM_FALSE}' in args:
-            return None
+        return None if given('--minnumfalse') else f'--minnumfalse={MIN_NUM_FALSE}'
     if 'neighbors found while you had asked' in error and not given('--interpnumngb'):
         return f'--interpnumngb={INTERP_NUM_NGB}'
     return None

@@ -425,7 +425,7 @@ def mosaic_background(image, bad, *, box_size=64, filter_size=3,
 
     from astro_deepcolor.preprocessing import (
         _choose_step,
-        _fill_bad_meshes,
+        _finish_meshes,
         _spline_weights,
     )
 
@@ -445,17 +445,8 @@ def mosaic_background(image, bad, *, box_size=64, filter_size=3,
     grid = [[stats[i * nbx + j] for j in range(nbx)] for i in range(nby)]
     mode, sigma, good = (np.block([[g[k] for g in row] for row in grid])
                          for k in range(3))
-    if not good.any():
-        msg = 'no mesh has enough valid (unmasked, finite) pixels'
-        raise ValueError(msg)
-    mode = _fill_bad_meshes(mode, good)
-    sigma = _fill_bad_meshes(sigma, good)
+    mode, sigma = _finish_meshes(mode, sigma, good, filter_size)
     mby, mbx = mode.shape
-    if filter_size > 1 and (mby > 1 or mbx > 1):
-        from scipy.ndimage import median_filter
-
-        mode = median_filter(mode, size=filter_size, mode='nearest')
-        sigma = median_filter(sigma, size=filter_size, mode='nearest')
     ny, nx = image.shape
     wy = _spline_weights(ny, box_size, mby)
     wx = _spline_weights(nx, box_size, mbx)

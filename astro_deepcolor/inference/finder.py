@@ -351,17 +351,12 @@ class DeepColorSegmentation:
                     ox = origin[1] + src[1].start - dst[1].start
                     partial = (dst[0].stop - dst[0].start,
                                dst[1].stop - dst[1].start) != (wy, wx)
-                    norm = normalize(data[src], background[src], rms[src],
-                                     bad[src])
                     tile_bad = bad[src]
-                    if partial:
+                    norm = normalize(data[src], background[src], rms[src],
+                                     tile_bad)
+                    if partial or tile_bad.any():
                         x[i, 0] = sky_noise(oy, ox, (wy, wx))
-                    if tile_bad.any():
-                        fill = (x[i, 0][dst] if partial else
-                                sky_noise(origin[0] + src[0].start,
-                                          origin[1] + src[1].start,
-                                          tile_bad.shape))
-                        norm[tile_bad] = fill[tile_bad]
+                        norm[tile_bad] = x[i, 0][dst][tile_bad]
                     x[i, 0][dst] = norm
                 t1 = time.perf_counter()
                 probs = runner.run(x[:len(batch)])
