@@ -253,3 +253,34 @@ def test_bad_inputs():
         DeepColoringLoss(mu=-1)
     with pytest.raises(ValueError, match='fg_weight must be'):
         DeepColoringLoss(fg_weight=1.5)
+
+
+def test_background_weights():
+    """The background term is the weighted mean of -log y_0."""
+    rng = np.random.default_rng(7)
+    logits = torch.from_numpy(rng.normal(0, 1, (1, 3, 6, 6)).astype(np.float32))
+    labels = torch.zeros(1, 6, 6, dtype=torch.int64)
+    labels[0, 1:3, 1:3] = 1
+    hpix, hsrc = (torch.from_numpy(a) for a in halo_pairs_from_labels(labels[0].numpy(), 1))
+    cont = torch.zeros(1, 6, 6, dtype=torch.bool)
+    cont[0, 4:, 4:] = True
+    nll0 = -torch.log_softmax(logits, 1)[0, 0]
+    bg = labels[0] == 0
+    crit = DeepColoringLoss(mu=1.0, contaminant_weight=5.0)
+    _, det = crit(logits, labels, hpix, hsrc, cont, return_details=True)
+    w = torch.where(cont[0], 5.0, 1.0)[bg]
+    expected = (nll0[bg] * w).sum() / w.sum()
+    torch.testing.assert_close(det['bg'], expected)
+    assert not torch.isclose(det['bg'], nll0[bg].mean())
+    # Weight 1 (or no mask) is the plain mean.
+    _, det1 = DeepColoringLoss(mu=1.0)(logits, labels, hpix, hsrc, cont,
+                                       return_details=True)
+    torch.testing.assert_close(det1['bg'], nll0[bg].mean())
+    with pytest.raises(ValueError, match='contaminant_weight must be >= 1'):
+        DeepColoringLoss(contaminant_weight=0.5)
+    with pytest.raises(ValueError, match='bg_weights must have shape'):
+        deep_coloring_loss(logits, labels, hpix, hsrc,
+                           bg_weights=torch.ones(1, 5, 5))
+    with pytest.raises(ValueError, match='non-negative'):
+        deep_coloring_loss(logits, labels, hpix, hsrc,
+                           bg_weights=-torch.ones(1, 6, 6))

@@ -61,8 +61,10 @@ def test_make_crops_and_collate():
     rng = np.random.default_rng(0)
     crops = make_crops(sim, crop=64, n_crops=3, rng=rng, min_snr=3.0)
     assert len(crops) == 3
-    for img, lab in crops:
-        assert img.shape == lab.shape == (64, 64)
+    for img, lab, con in crops:
+        assert img.shape == lab.shape == con.shape == (64, 64)
+        assert con.dtype == bool
+        assert not con[lab != 0].any()
         assert img.dtype == np.float32
         assert np.isfinite(img).all()
     # Faint truth sources are ignored, bright ones kept.
@@ -78,8 +80,13 @@ def test_make_crops_and_collate():
     cont = (np.asarray(sim.contaminants) > 0) & (seg == 0)
     assert cont.any()
     assert (full[cont] == 0).all()
+    # The contaminated mask is exactly the flagged background.
+    full3 = make_crops(sim, crop=256, n_crops=1, rng=rng, min_snr=3.0,
+                       augment=False)[0]
+    np.testing.assert_array_equal(full3[2], cont)
     batch = collate(crops, halo_radius=4)
     assert batch['image'].shape == (3, 1, 64, 64)
+    assert batch['contaminated'].shape == (3, 64, 64)
     labels = batch['labels']
     # Ids are unique across the batch.
     for i in range(3):
@@ -89,6 +96,27 @@ def test_make_crops_and_collate():
     flat = labels.ravel()
     assert (flat[batch['halo_pix']] != batch['halo_src']).all()
     assert np.isin(batch['halo_src'], flat[flat > 0]).all()
+
+
+def test_hard_negative_crops():
+    from astro_deepcolor.simulation import simulate_image
+
+    sim = simulate_image((256, 256), regime='contaminated', seed=4, density=2.0)
+    # With hard_fraction=1 every crop contains contaminated background
+    # (it is centred on such a pixel); uniform crops of 32 px often do not.
+    hard = make_crops(sim, crop=32, n_crops=20, rng=np.random.default_rng(1),
+                      hard_fraction=1.0)
+    assert all(c.any() for _, _, c in hard)
+    rand = make_crops(sim, crop=32, n_crops=20, rng=np.random.default_rng(1))
+    assert sum(c.mean() for _, _, c in hard) > 2 * sum(c.mean() for _, _, c in rand)
+    # A clean image has no contaminated pixel: crops fall back to uniform.
+    clean = simulate_image((128, 128), regime='clean', seed=4)
+    crops = make_crops(clean, crop=32, n_crops=3, rng=np.random.default_rng(1),
+                       hard_fraction=1.0)
+    assert not any(c.any() for _, _, c in crops)
+    with pytest.raises(ValueError, match='hard_fraction'):
+        make_crops(sim, crop=32, n_crops=1, rng=np.random.default_rng(1),
+                   hard_fraction=1.5)
 
 
 def test_detections_from_probs():
@@ -111,6 +139,13 @@ def test_summarize_sweep():
     assert s['contamination'] == [0.2, 0.05, 0.0]
     assert s['best_threshold'] == 0.5
     assert s['best_completeness'] == 0.8
+    # Completeness at 5/10/20 % contamination and their mean (the score).
+    assert s['completeness_at'] == {'5pc': 0.8, '10pc': 0.8, '20pc': 0.9}
+    assert s['score'] == pytest.approx((0.8 + 0.8 + 0.9) / 3)
+    never = summarize_sweep(np.array([[9, 10, 20, 40], [8, 10, 15, 20]]),
+                            thresholds=(0.1, 0.5))
+    assert never['best_threshold'] is None
+    assert never['completeness_at'] == {'5pc': 0.0, '10pc': 0.0, '20pc': 0.0}
 
 
 # ---- the loop -----------------------------------------------------------
@@ -170,6 +205,43 @@ def test_train_validation_and_export(tmp_path):
     assert model.config.training['steps_done'] == 2
 
 
+def test_init_weights_fine_tuning(tmp_path):
+    torch = pytest.importorskip('torch')
+    from astro_deepcolor.model import ModelConfig
+    from astro_deepcolor.training.train import train
+
+    mc, tc = _configs(tmp_path / 'a', steps=2, val_images=1, val_every=2,
+                      recipes={'contaminated': 1.0})
+    train(mc, tc, progress=False)
+    # Every validated step leaves a weights-only snapshot.
+    snap = torch.load(tmp_path / 'a' / 'step_000002.pt', weights_only=True)
+    assert snap['step'] == 2
+    start = torch.load(tmp_path / 'a' / 'last.pt', weights_only=True)['model']
+    mc, tc = _configs(tmp_path / 'b', steps=1, hard_fraction=1.0,
+                      contaminant_weight=5.0, recipes={'contaminated': 1.0},
+                      init_weights=str(tmp_path / 'a' / 'last.pt'), lr=1e-12,
+                      warmup_steps=0, weight_decay=0.0)
+    train(mc, tc, progress=False)
+    state = torch.load(tmp_path / 'b' / 'last.pt', weights_only=True)
+    # A negligible learning rate: the weights are (almost) the initial ones
+    # (batch-norm running statistics do move in one training step).
+    for k, v in start.items():
+        if 'running_' in k or 'num_batches' in k:
+            continue
+        torch.testing.assert_close(state['model'][k], v, rtol=0, atol=1e-6)
+    assert state['step'] == 1
+    meta = state['config']['training']
+    assert meta['hard_fraction'] == 1.0
+    assert meta['contaminant_weight'] == 5.0
+    assert 'weights initialised from' in (tmp_path / 'b' / 'train.log').read_text()
+    with pytest.raises(ValueError, match='another model configuration'):
+        train(ModelConfig(width=8, depth=2, n_colors=3, halo_radius=4),
+              tc, progress=False)
+    _, bad = _configs(tmp_path / 'c', init_weights=str(tmp_path / 'nope.pt'))
+    with pytest.raises(FileNotFoundError, match='init_weights'):
+        train(mc, bad, progress=False)
+
+
 def test_resume_errors(tmp_path):
     pytest.importorskip('torch')
     from astro_deepcolor.model import ModelConfig
@@ -204,3 +276,14 @@ def test_load_config_and_errors(tmp_path):
         load_config(bad)
     with pytest.raises(FileNotFoundError, match='does not exist'):
         load_config(tmp_path / 'nope.yaml')
+    bad.write_text('train: {contaminant_weight: 0.5}\n')
+    with pytest.raises(ValueError, match='contaminant_weight must be >= 1'):
+        load_config(bad)
+    bad.write_text('train: {hard_fraction: 2}\n')
+    with pytest.raises(ValueError, match='hard_fraction must be in'):
+        load_config(bad)
+    # The second stage of the shipped model shares the first's architecture.
+    mc2, tc2 = load_config(root / 'configs' / 'finetune.yaml')
+    assert mc2 == mc
+    assert tc2.init_weights
+    assert tc2.hard_fraction > 0

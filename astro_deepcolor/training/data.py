@@ -11,7 +11,12 @@ mesh size, then `~astro_deepcolor.preprocessing.normalize`), and
 and rotated by a multiple of 90 degrees.
 
 Labels: the truth footprints (``sim.segmentation``). Contaminant pixels
-are background. Sources with a true S/N below ``min_snr`` are marked
+are background; each crop also carries the mask of the background pixels
+a contaminant changed (``sim.contaminants``), which the loss may weight
+up (``contaminant_weight``), and a fraction ``hard_fraction`` of the crops
+is centred on such a pixel (hard-negative sampling: a trail or a fringe
+covers a small part of an image, so random crops rarely show the network
+the artefacts it must learn to reject). Sources with a true S/N below ``min_snr`` are marked
 *ignored* (label -1): they are too faint to be detectable, so the network
 is neither rewarded nor penalised for them. Halo pairs are computed on
 the final (augmented, cropped) label map by `halo_pairs_from_labels`.
@@ -99,7 +104,7 @@ def _augment(arrays, k, flip):
 
 
 def make_crops(sim, *, crop, n_crops, rng, min_snr=2.0, box_size=64,
-               filter_size=3, augment=True):
+               filter_size=3, augment=True, hard_fraction=0.0):
     """
     Cut preprocessed, labelled training crops from one simulation.
 
@@ -119,13 +124,22 @@ def make_crops(sim, *, crop, n_crops, rng, min_snr=2.0, box_size=64,
         Background estimator mesh and filter sizes.
     augment : bool, optional
         Random 90-degree rotations and flips.
+    hard_fraction : float, optional
+        Probability that a crop is centred on a random contaminated
+        background pixel (when the image has any) instead of placed
+        uniformly.
 
     Returns
     -------
     crops : list of tuple
-        ``(image, labels)``: float32 (crop, crop) normalised image and
-        int64 label map (0 background, > 0 source, -1 ignored).
+        ``(image, labels, contaminated)``: float32 (crop, crop) normalised
+        image, int64 label map (0 background, > 0 source, -1 ignored) and
+        bool mask of the background pixels changed by a contaminant.
     """
+    hard_fraction = float(hard_fraction)
+    if not 0.0 <= hard_fraction <= 1.0:
+        msg = f'hard_fraction must be in [0, 1], got {hard_fraction!r}'
+        raise ValueError(msg)
     bkg, rms = estimate_background(sim.data, box_size=box_size,
                                    filter_size=filter_size)
     image = normalize(sim.data, bkg, rms)
@@ -141,17 +155,25 @@ def make_crops(sim, *, crop, n_crops, rng, min_snr=2.0, box_size=64,
     if crop > min(ny, nx):
         msg = f'crop ({crop}) is larger than the simulated image {image.shape}'
         raise ValueError(msg)
+    contaminated = (np.asarray(sim.contaminants) > 0) & (seg == 0)
+    hard_pix = np.flatnonzero(contaminated) if hard_fraction > 0 else []
     crops = []
     for _ in range(n_crops):
-        y0 = int(rng.integers(0, ny - crop + 1))
-        x0 = int(rng.integers(0, nx - crop + 1))
+        if len(hard_pix) and rng.random() < hard_fraction:
+            yc, xc = divmod(int(hard_pix[rng.integers(len(hard_pix))]), nx)
+            y0 = min(max(yc - crop // 2, 0), ny - crop)
+            x0 = min(max(xc - crop // 2, 0), nx - crop)
+        else:
+            y0 = int(rng.integers(0, ny - crop + 1))
+            x0 = int(rng.integers(0, nx - crop + 1))
         sl = (slice(y0, y0 + crop), slice(x0, x0 + crop))
-        img, lab = image[sl], seg[sl]
+        arrays = (image[sl], seg[sl], contaminated[sl])
         if augment:
-            img, lab = _augment((img, lab), int(rng.integers(4)),
-                                bool(rng.integers(2)))
+            arrays = _augment(arrays, int(rng.integers(4)),
+                              bool(rng.integers(2)))
+        img, lab, con = arrays
         crops.append((np.ascontiguousarray(img, dtype=np.float32),
-                      np.ascontiguousarray(lab)))
+                      np.ascontiguousarray(lab), np.ascontiguousarray(con)))
     return crops
 
 
@@ -162,7 +184,8 @@ def collate(samples, halo_radius):
     Parameters
     ----------
     samples : list of tuple
-        ``(image, labels)`` pairs of equal shape.
+        ``(image, labels)`` or ``(image, labels, contaminated)`` tuples of
+        equal shape.
     halo_radius : int
         Halo radius in pixels.
 
@@ -171,11 +194,13 @@ def collate(samples, halo_radius):
     batch : dict of `numpy.ndarray`
         ``image`` (B, 1, H, W) float32, ``labels`` (B, H, W) int64 with
         ids offset so they are unique across the batch, ``halo_pix``
-        (flat index into B*H*W) and ``halo_src`` (batch-unique id).
+        (flat index into B*H*W) and ``halo_src`` (batch-unique id), and
+        ``contaminated`` (B, H, W) bool (all False for 2-tuples).
     """
-    images, labels, hpix, hsrc = [], [], [], []
+    images, labels, hpix, hsrc, conts = [], [], [], [], []
     offset = 0
-    for i, (img, lab) in enumerate(samples):
+    for i, (img, lab, *rest) in enumerate(samples):
+        conts.append(rest[0] if rest else np.zeros(lab.shape, bool))
         npix = lab.size
         pix, src = halo_pairs_from_labels(lab, halo_radius)
         lab = np.where(lab > 0, lab + offset, lab)
@@ -187,7 +212,8 @@ def collate(samples, halo_radius):
     return {'image': np.stack(images)[:, None].astype(np.float32),
             'labels': np.stack(labels).astype(np.int64),
             'halo_pix': np.concatenate(hpix).astype(np.int64),
-            'halo_src': np.concatenate(hsrc).astype(np.int64)}
+            'halo_src': np.concatenate(hsrc).astype(np.int64),
+            'contaminated': np.stack(conts).astype(bool)}
 
 
 class CropStream:
@@ -209,14 +235,15 @@ class CropStream:
         Index of the first image (for resuming).
     split : str, optional
         Recipe split whose seed range is used (``'train'``).
-    min_snr : float, optional
+    min_snr, hard_fraction : float, optional
         See `make_crops`.
     box_size, filter_size : int, optional
         Background estimator settings.
     """
 
     def __init__(self, recipes, *, crop, crops_per_image, seed, start=0,
-                 split='train', min_snr=2.0, box_size=64, filter_size=3):
+                 split='train', min_snr=2.0, box_size=64, filter_size=3,
+                 hard_fraction=0.0):
         from astro_deepcolor.simulation import load_recipe
 
         if not recipes:
@@ -236,6 +263,7 @@ class CropStream:
         self.min_snr = float(min_snr)
         self.box_size = int(box_size)
         self.filter_size = int(filter_size)
+        self.hard_fraction = float(hard_fraction)
 
     def image_crops(self, index):
         """
@@ -260,7 +288,8 @@ class CropStream:
         sim = recipe_image(recipe, img_seed)
         return make_crops(sim, crop=self.crop, n_crops=self.crops_per_image,
                           rng=rng, min_snr=self.min_snr,
-                          box_size=self.box_size, filter_size=self.filter_size)
+                          box_size=self.box_size, filter_size=self.filter_size,
+                          hard_fraction=self.hard_fraction)
 
     def iter_images(self, worker=0, n_workers=1):
         """

@@ -15,6 +15,11 @@ the cross-entropy of every background pixel with class 0:
 
     loss = fg_weight * mean_fp [-log y_{c_k}]  +  (1 - fg_weight) * mean_bg [-log y_0]
 
+where ``mean_bg`` may be weighted (``bg_weights``): the trainer gives the
+background pixels a contaminant changed ``contaminant_weight`` times the
+weight of clean sky, so the rare artefact pixels (a trail, a fringe crest)
+are not drowned by the ~10^4 sky pixels of a crop.
+
 With ``fg_weight = 0.5`` (default) the two terms are averaged, which keeps
 faint, small sources from being drowned by the ~90 % of background pixels
 of a typical crop; if a batch has no source pixel (or no background
@@ -106,7 +111,7 @@ def assign_colors(logp_fg, src, logp_halo, halo_src, n_sources, mu):
 
 def deep_coloring_loss(output, labels, halo_pix, halo_src, *, mu=5.0,
                        fg_weight=0.5, min_area=1, from_logits=True,
-                       return_details=False):
+                       bg_weights=None, return_details=False):
     """
     Deep-coloring loss of a batch.
 
@@ -128,6 +133,9 @@ def deep_coloring_loss(output, labels, halo_pix, halo_src, *, mu=5.0,
         Footprints with fewer pixels in the batch are ignored.
     from_logits : bool, optional
         Whether ``output`` holds logits (else probabilities).
+    bg_weights : `torch.Tensor`, optional
+        (B, H, W) non-negative weights of the pixels in the background
+        term (a weighted mean); None means uniform.
     return_details : bool, optional
         Also return a dict with the chosen colours and term values.
 
@@ -178,7 +186,23 @@ def deep_coloring_loss(output, labels, halo_pix, halo_src, *, mu=5.0,
     else:
         colors = torch.zeros(0, dtype=torch.int64, device=flat.device)
         fg_term = zero
-    bg_term = -flat[bg_idx, 0].mean() if bg_idx.numel() else zero
+    if bg_weights is not None:
+        if tuple(bg_weights.shape) != (b, h, w):
+            msg = (f'bg_weights must have shape {(b, h, w)}, got '
+                   f'{tuple(bg_weights.shape)}')
+            raise ValueError(msg)
+        wts = bg_weights.reshape(-1).to(device=flat.device,
+                                        dtype=flat.dtype)[bg_idx]
+        if wts.numel() and float(wts.min()) < 0:
+            msg = 'bg_weights must be non-negative'
+            raise ValueError(msg)
+        wsum = wts.sum()
+    if not bg_idx.numel():
+        bg_term = zero
+    elif bg_weights is None or not float(wsum) > 0:
+        bg_term = -flat[bg_idx, 0].mean()
+    else:
+        bg_term = -(flat[bg_idx, 0] * wts).sum() / wsum
 
     if n_src and bg_idx.numel():
         loss = fg_weight * fg_term + (1.0 - fg_weight) * bg_term
@@ -206,9 +230,13 @@ class DeepColoringLoss(nn.Module):
         ``1 - fg_weight``.
     min_area : int, optional
         Footprints with fewer pixels are ignored.
+    contaminant_weight : float, optional
+        Weight, relative to clean sky, of the background pixels flagged
+        as contaminated in the background term (>= 1; 1 = unweighted).
     """
 
-    def __init__(self, mu=5.0, fg_weight=0.5, min_area=1):
+    def __init__(self, mu=5.0, fg_weight=0.5, min_area=1,
+                 contaminant_weight=1.0):
         super().__init__()
         if not mu >= 0:
             msg = f'mu must be >= 0, got {mu!r}'
@@ -219,11 +247,15 @@ class DeepColoringLoss(nn.Module):
         if int(min_area) != min_area or min_area < 1:
             msg = f'min_area must be a positive integer, got {min_area!r}'
             raise ValueError(msg)
+        if not contaminant_weight >= 1:
+            msg = f'contaminant_weight must be >= 1, got {contaminant_weight!r}'
+            raise ValueError(msg)
         self.mu = float(mu)
         self.fg_weight = float(fg_weight)
         self.min_area = int(min_area)
+        self.contaminant_weight = float(contaminant_weight)
 
-    def forward(self, logits, labels, halo_pix, halo_src,
+    def forward(self, logits, labels, halo_pix, halo_src, contaminated=None,
                 return_details=False):
         """
         Compute the loss from logits.
@@ -236,6 +268,9 @@ class DeepColoringLoss(nn.Module):
             (B, H, W) label map.
         halo_pix, halo_src : `torch.Tensor`
             Halo pairs.
+        contaminated : `torch.Tensor`, optional
+            (B, H, W) bool mask of contaminated background pixels,
+            weighted ``contaminant_weight`` in the background term.
         return_details : bool, optional
             Also return the details dict.
 
@@ -244,7 +279,11 @@ class DeepColoringLoss(nn.Module):
         loss : `torch.Tensor`
             Scalar loss (and details, see `deep_coloring_loss`).
         """
+        bg_weights = None
+        if contaminated is not None and self.contaminant_weight != 1.0:
+            bg_weights = 1.0 + (self.contaminant_weight - 1.0) * contaminated.float()
         return deep_coloring_loss(logits, labels, halo_pix, halo_src,
                                   mu=self.mu, fg_weight=self.fg_weight,
                                   min_area=self.min_area, from_logits=True,
+                                  bg_weights=bg_weights,
                                   return_details=return_details)

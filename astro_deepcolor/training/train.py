@@ -74,6 +74,16 @@ class TrainConfig:
         Footprint-term weight of the loss.
     min_snr : float
         Sources below this true S/N are ignored by the loss.
+    hard_fraction : float
+        Fraction of crops centred on a contaminated background pixel
+        (hard-negative sampling, see `astro_deepcolor.training.data`).
+    contaminant_weight : float
+        Weight of contaminated background pixels in the background term
+        of the loss, relative to clean sky (>= 1).
+    init_weights : str or None
+        Checkpoint (``.pt``) whose network weights start a new run (a
+        fine-tuning stage: fresh optimiser, schedule and data stream);
+        its model configuration must match. Ignored when resuming.
     seed : int
         Seed of the weights and of the data stream.
     num_workers : int
@@ -107,6 +117,9 @@ class TrainConfig:
     min_lr_fraction: float = 0.05
     fg_weight: float = 0.5
     min_snr: float = 2.0
+    hard_fraction: float = 0.0
+    contaminant_weight: float = 1.0
+    init_weights: str | None = None
     seed: int = 0
     num_workers: int = 1
     threads: int = 1
@@ -139,6 +152,13 @@ class TrainConfig:
             raise ValueError(msg)
         if not 0 < self.fg_weight < 1:
             msg = f'fg_weight must be in (0, 1), got {self.fg_weight!r}'
+            raise ValueError(msg)
+        if not 0 <= self.hard_fraction <= 1:
+            msg = f'hard_fraction must be in [0, 1], got {self.hard_fraction!r}'
+            raise ValueError(msg)
+        if not self.contaminant_weight >= 1:
+            msg = (f'contaminant_weight must be >= 1, got '
+                   f'{self.contaminant_weight!r}')
             raise ValueError(msg)
         if self.device not in ('auto', 'cpu', 'cuda'):
             msg = f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}"
@@ -281,7 +301,8 @@ def train(model_config, train_config, *, resume=False, progress=True,
                             weight_decay=tc.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(tc))
     criterion = DeepColoringLoss(mu=model_config.mu, fg_weight=tc.fg_weight,
-                                 min_area=model_config.min_area)
+                                 min_area=model_config.min_area,
+                                 contaminant_weight=tc.contaminant_weight)
     step, best, history = 0, -1.0, []
     if resume:
         if not last_path.is_file():
@@ -300,6 +321,19 @@ def train(model_config, train_config, *, resume=False, progress=True,
         torch.set_rng_state(state['torch_rng'].cpu())
         log(f'resumed from {last_path} at step {step}')
     else:
+        if tc.init_weights:
+            init = Path(tc.init_weights)
+            if not init.is_file():
+                msg = f'init_weights {str(init)!r} does not exist'
+                raise FileNotFoundError(msg)
+            state = torch.load(init, map_location=device, weights_only=True)
+            if ModelConfig.from_dict(state['config']) != model_config:
+                msg = (f'init_weights {str(init)!r} has another model '
+                       f'configuration than the requested one')
+                raise ValueError(msg)
+            net.load_state_dict(state['model'])
+            log(f'weights initialised from {init} '
+                f'(its step {int(state.get("step", -1))})')
         log(f'new run: model {model_config.to_json()}')
         log(f'train {json.dumps(dataclasses.asdict(tc), sort_keys=True)}')
 
@@ -312,6 +346,7 @@ def train(model_config, train_config, *, resume=False, progress=True,
     stream = CropStream(tc.recipes, crop=tc.crop,
                         crops_per_image=tc.crops_per_image, seed=tc.seed,
                         start=step * images_per_batch, min_snr=tc.min_snr,
+                        hard_fraction=tc.hard_fraction,
                         box_size=model_config.background_box,
                         filter_size=model_config.background_filter)
     val_set = None
@@ -325,6 +360,9 @@ def train(model_config, train_config, *, resume=False, progress=True,
                       'recipes': dict(tc.recipes), 'crop': tc.crop,
                       'batch_size': tc.batch_size, 'min_snr': tc.min_snr,
                       'fg_weight': tc.fg_weight, 'lr': tc.lr,
+                      'hard_fraction': tc.hard_fraction,
+                      'contaminant_weight': tc.contaminant_weight,
+                      'init_weights': tc.init_weights,
                       'best_score': best,
                       'last_validation': history[-1] if history else None}
         config = model_config.replace(training=train_meta)
@@ -340,18 +378,26 @@ def train(model_config, train_config, *, resume=False, progress=True,
         t0 = time.perf_counter()
         res = val_set.evaluate(_predictor(net, device, model_config.tile_multiple),
                                n_pixels=model_config.min_area)
-        score = float(np.mean([r['best_completeness'] for r in res.values()]))
+        score = float(np.mean([r['score'] for r in res.values()]))
         entry = {'step': step, 'score': score,
                  **{k: {'completeness_at_5pc': r['best_completeness'],
                         'threshold': r['best_threshold'],
-                        'contamination': r['best_contamination']}
+                        'contamination': r['best_contamination'],
+                        'completeness_at': r['completeness_at']}
                     for k, r in res.items()}}
         history.append(entry)
-        log(f'validation step {step}: ' + ' '.join(
-            f"{k}: completeness(S/N>5)={r['best_completeness']:.3f} at "
-            f"contamination<=5% (threshold {r['best_threshold']})"
+        log(f'validation step {step}: score {score:.4f} ' + ' '.join(
+            f"{k}: completeness(S/N>5)=" + '/'.join(
+                f'{v:.3f}' for v in r['completeness_at'].values())
+            + ' at contamination<=5/10/20%'
             for k, r in res.items())
             + f' [{time.perf_counter() - t0:.1f}s]')
+        # Weights-only snapshot of every validated step, for a later
+        # comparison on more images (benchmarks/compare_checkpoints.py).
+        _save(out / f'step_{step:06d}.pt',
+              {'model': net.state_dict(), 'step': step,
+               'config': model_config.replace(
+                   training={'steps_done': step}).to_dict()})
         (out / 'history.json').write_text(json.dumps(history, indent=1))
         if score > best:
             best = score
@@ -384,6 +430,7 @@ def train(model_config, train_config, *, resume=False, progress=True,
             loss, det = criterion(logits.float(), batch['labels'].to(device),
                                   batch['halo_pix'].to(device),
                                   batch['halo_src'].to(device),
+                                  batch['contaminated'].to(device),
                                   return_details=True)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()

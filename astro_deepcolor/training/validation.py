@@ -26,7 +26,10 @@ from scipy import ndimage
 __all__ = ['ValidationSet', 'detections_from_probs', 'score_sweep',
            'summarize_sweep']
 
-DEFAULT_THRESHOLDS = tuple(np.round(np.arange(0.1, 0.96, 0.05), 2))
+DEFAULT_THRESHOLDS = (*np.round(np.arange(0.1, 0.96, 0.05), 2).tolist(),
+                      0.97, 0.98, 0.99)
+#: Contamination limits of `summarize_sweep`'s ``completeness_at``.
+CONTAMINATION_LIMITS = (0.05, 0.10, 0.20)
 
 
 def detections_from_probs(probs, image, threshold, n_pixels=5):
@@ -148,7 +151,11 @@ def summarize_sweep(counts, thresholds=DEFAULT_THRESHOLDS,
         ``completeness`` and ``contamination`` lists, and
         ``best_completeness`` / ``best_threshold`` /
         ``best_contamination`` at contamination <= ``max_contamination``
-        (completeness 0 and threshold None if no threshold qualifies).
+        (completeness 0 and threshold None if no threshold qualifies),
+        ``completeness_at``: the best completeness at each contamination
+        limit of `CONTAMINATION_LIMITS` (0 where none qualifies), and
+        ``score``, their mean: the trainer's model-selection figure, which
+        still ranks models that never reach 5 % contamination.
     """
     counts = np.asarray(counts, dtype=float)
     comp = counts[:, 0] / np.maximum(counts[:, 1], 1)
@@ -160,6 +167,12 @@ def summarize_sweep(counts, thresholds=DEFAULT_THRESHOLDS,
            'contamination': cont.round(4).tolist(),
            'best_completeness': 0.0, 'best_threshold': None,
            'best_contamination': None}
+    at = {}
+    for lim in CONTAMINATION_LIMITS:
+        good = (cont <= lim + 1e-9) & (counts[:, 3] > 0)
+        at[f'{round(lim * 100)}pc'] = float(comp[good].max()) if good.any() else 0.0
+    out['completeness_at'] = at
+    out['score'] = float(np.mean(list(at.values())))
     if ok.any():
         i = int(np.flatnonzero(ok)[np.argmax(comp[ok])])
         out.update(best_completeness=float(comp[i]),
