@@ -174,3 +174,31 @@ def test_points_without_detections_reach_no_contamination_level():
     assert np.isnan(row['completeness_at_1pct'])
     assert row['operating_completeness'] > 0
     assert row['min_contamination'] > 0.2
+
+
+def test_bootstrap_error_only_over_resamples_that_reach_the_level():
+    """Resamples that never reach a contamination level are not counted as
+    completeness 0 (which inflated the error); how often the level is
+    reached is reported beside it."""
+    result = run_sweeps(regimes=['clean'], detectors=['sep'], quick=True,
+                        n_images=2, shape=(64, 64), progress=False)
+    rec = result.records[('clean', 'sep')]
+    n = len(rec.thresholds)
+    # Image 0: 10 true detections, no false ones; image 1: 10 and 5.
+    # Pooled: 20 % contamination, completeness 1 at every threshold.
+    for i, fp in enumerate((0, 5)):
+        rec.tp[i] = np.full(n, 10)
+        rec.fp[i] = np.full(n, fp)
+        rec.fn[i] = np.zeros(n, int)
+        rec.tp_bright[i] = np.minimum(rec.tp[i], rec.n_bright[i])
+    _curves, summary, _binned, _fps = summarize(result, n_bootstrap=200)
+    row = summary[0]
+    assert row['completeness_at_20pct'] == 1.0
+    # Resamples (1, 1) reach only 33 %: about a quarter miss 20 %.
+    assert 0.6 < row['completeness_at_20pct_reached'] < 0.9
+    assert row['completeness_at_20pct_err'] == 0.0
+    assert np.isnan(row['completeness_at_5pct'])
+    assert np.isnan(row['completeness_at_5pct_err'])
+    assert 0.1 < row['completeness_at_5pct_reached'] < 0.4
+    assert row['completeness_bright_at_20pct'] == pytest.approx(
+        np.sum(rec.tp_bright, axis=0)[0] / np.sum(rec.n_bright))

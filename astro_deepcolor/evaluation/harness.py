@@ -584,6 +584,11 @@ def summarize(result, *, n_bootstrap=200, seed=0):
         of close pairs whose members both have S/N >= ``snr_min`` that are
         both matched (``deblend_success_all``: over every close pair, which
         mixes in depth since faint companions are often undetectable).
+        ``completeness_at_<x>pct`` is the best completeness at
+        contamination <= x %, with its bootstrap error (over the resamples
+        that reach x %) and ``_reached``, the fraction of resamples that
+        do; ``completeness_bright_at_<x>pct`` is the completeness on the
+        S/N >= ``snr_min`` sources at that same threshold.
     mag_table : `~astropy.table.QTable`
         Completeness per magnitude, S/N and kind bin at the operating point.
     fp_table : `~astropy.table.QTable`
@@ -639,14 +644,21 @@ def summarize(result, *, n_bootstrap=200, seed=0):
                'n_truth': n_truth, 'n_truth_bright': int(nb),
                'n_pairs': n_pairs_b, 'n_pairs_all': n_pairs_a}
         for level in CONTAMINATION_LEVELS:
-            c, _ = _best_at(comp, cont_s, level)
-            samples = [_best_at(bc[b], bf_s[b], level)[0]
-                       for b in range(n_bootstrap)]
-            samples = np.asarray(samples)
+            c, jl = _best_at(comp, cont_s, level)
+            samples = np.asarray([_best_at(bc[b], bf_s[b], level)[0]
+                                  for b in range(n_bootstrap)])
+            reach = np.isfinite(samples)
             key = f'completeness_at_{round(level * 100):d}pct'
             row[key] = c
-            row[key + '_err'] = (float(np.std(np.nan_to_num(samples)))
-                                 if np.isfinite(c) else np.nan)
+            # The error is the spread over the resamples that reach the
+            # level at all; how often they do is reported beside it (a
+            # level reached by half the resamples is a fragile figure).
+            row[key + '_err'] = (float(np.std(samples[reach]))
+                                 if np.isfinite(c) and reach.sum() > 1 else np.nan)
+            row[key + '_reached'] = float(reach.mean())
+            # The same operating point, on the S/N >= snr_min sources.
+            row[f'completeness_bright_at_{round(level * 100):d}pct'] = (
+                float(comp_b[jl]) if jl >= 0 else np.nan)
         reached = np.isfinite(cont) & (tp > 0)
         row['min_contamination'] = (float(np.nanmin(cont[reached]))
                                     if reached.any() else np.nan)
