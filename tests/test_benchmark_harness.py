@@ -202,3 +202,9 @@ def test_bootstrap_error_only_over_resamples_that_reach_the_level():
     assert 0.1 < row['completeness_at_5pct_reached'] < 0.4
     assert row['completeness_bright_at_20pct'] == pytest.approx(
         np.sum(rec.tp_bright, axis=0)[0] / np.sum(rec.n_bright))
+    # The docs table shows the S/N >= 5 column, '--' where unreached.
+    from astro_deepcolor.evaluation.report import summary_rst
+
+    text = summary_rst(summary)
+    bright = f"{row['completeness_bright_at_20pct']:.3f}"
+    assert f'-- / {bright} / {bright}' in text

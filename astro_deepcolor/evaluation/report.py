@@ -30,8 +30,9 @@ __all__ = ['SUMMARY_COLUMNS', 'summary_rst', 'write_outputs']
 SUMMARY_COLUMNS = (
     'regime', 'detector', 'n_truth', 'completeness_at_1pct',
     'completeness_at_5pct', 'completeness_at_10pct', 'completeness_at_20pct',
-    'completeness_at_50pct', 'min_contamination',
-    'operating_threshold', 'operating_completeness',
+    'completeness_at_50pct', 'completeness_bright_at_5pct',
+    'completeness_bright_at_20pct', 'completeness_bright_at_50pct',
+    'min_contamination', 'operating_threshold', 'operating_completeness',
     'operating_completeness_bright', 'deblend_success', 'fp_total',
 )
 
@@ -269,7 +270,8 @@ def summary_rst(summary):
     fp_cols = [c for c in summary.colnames if c.startswith('fp_')
                and c != 'fp_total']
     head = ['regime', 'detector', 'C @ 1 %', 'C @ 5 %', 'C @ 10 %',
-            'C @ 20 %', 'C @ 50 %', 'min. contam.', 'operating point', 'C (S/N ≥ 5)', 'deblend',
+            'C @ 20 %', 'C @ 50 %', 'C (S/N ≥ 5) @ 5 / 20 / 50 %',
+            'min. contam.', 'operating point', 'C (S/N ≥ 5)', 'deblend',
             'FP by class (operating point)']
     lines = ['.. list-table::', '   :header-rows: 1', '']
     lines.append('   * - ' + '\n     - '.join(head))
@@ -278,6 +280,10 @@ def summary_rst(summary):
         cells = [r['regime'], r['detector'], pct(r, 'completeness_at_1pct'),
                  pct(r, 'completeness_at_5pct'), pct(r, 'completeness_at_10pct'),
                  pct(r, 'completeness_at_20pct'), pct(r, 'completeness_at_50pct'),
+                 ' / '.join(_fmt(r[k]) if k in r.colnames else '--'
+                            for k in ('completeness_bright_at_5pct',
+                                      'completeness_bright_at_20pct',
+                                      'completeness_bright_at_50pct')).replace('nan', '--'),
                  _fmt(r['min_contamination']),
                  f"{r['operating_threshold']} (C {float(r['operating_completeness']):.3f}, "
                  f"contam. {float(r['operating_contamination']):.3f})",
