@@ -7,8 +7,8 @@ Usage::
     python benchmarks/compare_checkpoints.py 8 cache/train_default/last.pt \\
         cache/train_default/best.pt
 
-For each checkpoint and regime: completeness (S/N > 5) at <= 5 % and
-<= 10 % contamination, the lowest contamination reached and the
+For each checkpoint and regime: completeness (S/N > 5) at <= 5, 10 and
+20 % contamination, the lowest contamination reached and the
 completeness there, and both at the default threshold 0.5, from the
 validation split (never used for training). Needs torch.
 """
@@ -43,16 +43,18 @@ def main(argv=None):
                                 filter_size=config.background_filter)
         res = val.evaluate(_predictor(net, torch.device('cpu'), config.tile_multiple),
                            n_pixels=config.min_area)
-        print(f'{path} (step {state["step"]})')
+        score = np.mean([r['score'] for r in res.values()])
+        print(f'{path} (step {state["step"]}) score {score:.4f}')
         for regime, r in res.items():
             comp = np.array(r['completeness'])
             cont = np.array(r['contamination'])
             thr = np.array(r['thresholds'])
-            at10 = comp[cont <= 0.10].max() if (cont <= 0.10).any() else float('nan')
+            at = r['completeness_at']
             j = int(cont.argmin())
             k = int(np.argmin(np.abs(thr - 0.5)))
             print(f'  {regime}: C@5%={r["best_completeness"]:.3f} '
-                  f'(threshold {r["best_threshold"]}) C@10%={at10:.3f} '
+                  f'(threshold {r["best_threshold"]}) C@10%={at["10pc"]:.3f} '
+                  f'C@20%={at["20pc"]:.3f} '
                   f'lowest contamination {cont[j]:.3f} at {thr[j]:.2f} '
                   f'(C {comp[j]:.3f}); at 0.5: C {comp[k]:.3f}, '
                   f'contamination {cont[k]:.3f}')
