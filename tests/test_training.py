@@ -216,6 +216,8 @@ def test_init_weights_fine_tuning(tmp_path):
     # Every validated step leaves a weights-only snapshot.
     snap = torch.load(tmp_path / 'a' / 'step_000002.pt', weights_only=True)
     assert snap['step'] == 2
+    assert snap['config']['training']['steps_done'] == 2
+    assert snap['config']['training']['seed'] == 5
     start = torch.load(tmp_path / 'a' / 'last.pt', weights_only=True)['model']
     mc, tc = _configs(tmp_path / 'b', steps=1, hard_fraction=1.0,
                       contaminant_weight=5.0, recipes={'contaminated': 1.0},

@@ -355,17 +355,19 @@ def train(model_config, train_config, *, resume=False, progress=True,
                                 box_size=model_config.background_box,
                                 filter_size=model_config.background_filter)
 
+    def train_meta():
+        return {'steps_done': step, 'seed': tc.seed,
+                'recipes': dict(tc.recipes), 'crop': tc.crop,
+                'batch_size': tc.batch_size, 'min_snr': tc.min_snr,
+                'fg_weight': tc.fg_weight, 'lr': tc.lr,
+                'hard_fraction': tc.hard_fraction,
+                'contaminant_weight': tc.contaminant_weight,
+                'init_weights': tc.init_weights,
+                'best_score': best,
+                'last_validation': history[-1] if history else None}
+
     def checkpoint(path):
-        train_meta = {'steps_done': step, 'seed': tc.seed,
-                      'recipes': dict(tc.recipes), 'crop': tc.crop,
-                      'batch_size': tc.batch_size, 'min_snr': tc.min_snr,
-                      'fg_weight': tc.fg_weight, 'lr': tc.lr,
-                      'hard_fraction': tc.hard_fraction,
-                      'contaminant_weight': tc.contaminant_weight,
-                      'init_weights': tc.init_weights,
-                      'best_score': best,
-                      'last_validation': history[-1] if history else None}
-        config = model_config.replace(training=train_meta)
+        config = model_config.replace(training=train_meta())
         _save(path, {'model': net.state_dict(), 'optimizer': opt.state_dict(),
                      'scheduler': sched.state_dict(), 'step': step,
                      'best_score': best, 'history': json.dumps(history),
@@ -396,8 +398,7 @@ def train(model_config, train_config, *, resume=False, progress=True,
         # comparison on more images (benchmarks/compare_checkpoints.py).
         _save(out / f'step_{step:06d}.pt',
               {'model': net.state_dict(), 'step': step,
-               'config': model_config.replace(
-                   training={'steps_done': step}).to_dict()})
+               'config': model_config.replace(training=train_meta()).to_dict()})
         (out / 'history.json').write_text(json.dumps(history, indent=1))
         if score > best:
             best = score
