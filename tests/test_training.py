@@ -130,6 +130,16 @@ def test_detections_from_probs():
     assert segm.max() == 2
     np.testing.assert_allclose(sorted(xy[:, 0]), [4.5, 10.5])
     np.testing.assert_allclose(xy[:, 1], [7.0, 7.0])
+    # A colour flicker inside one source is repaired as at inference: one
+    # detection, not a match plus a false positive.
+    probs[:, 6:9, 3:6] = np.array([0.1, 0.1, 0.8])[:, None, None]
+    segm, xy = detections_from_probs(probs, np.ones((20, 20)), 0.5, n_pixels=3)
+    assert segm.max() == 2
+    assert (segm[5:10, 2:8] == segm[5, 2]).all()
+    # Nothing above the threshold: an empty map, no centroid.
+    segm, xy = detections_from_probs(probs, np.ones((20, 20)), 0.95)
+    assert segm.max() == 0
+    assert xy.shape == (0, 2)
 
 
 def test_summarize_sweep():

@@ -2,11 +2,14 @@
 """
 Validation of a deep-coloring network during training (NumPy only).
 
-A probability cube is turned into detections with the minimal deep-coloring
-post-processing (a pixel is foreground when ``1 - p_background >=
-threshold``; its colour is the most probable colour; connected components
-(8-connectivity) per colour; components smaller than ``n_pixels`` are
-dropped; centroid = flux-weighted barycentre). The detections are
+A probability cube is turned into detections with the post-processing of
+inference, `astro_deepcolor.postprocessing.segment_probabilities` (a pixel
+is foreground when ``1 - p_background >= threshold``; its colour is the
+most probable colour; connected components (8-connectivity) per colour;
+colour-flicker repair; components smaller than ``n_pixels`` are dropped);
+centroid = flux-weighted barycentre. Without the flicker repair, a source
+whose colour flickers counts as one match plus false positives, and the
+score no longer ranks models as the benchmark does. The detections are
 matched one-to-one to the truth with
 `astro_deepcolor.evaluation.match_sources` (radius = 1 FWHM plus the
 footprint-overlap rule), which gives completeness for the sources above a
@@ -15,13 +18,17 @@ sweep. The summary figure is the completeness at contamination <= 5 %
 (the best threshold of the sweep meeting that contamination).
 
 The full detection API (`astro_deepcolor.DeepColorSegmentation`, with
-tiling and colour-flicker repair) is what users get; this module is the
-light-weight, dependency-free version that the trainer can run every few
-hundred steps.
+tiling) is what users get; this module is the light-weight version that
+the trainer can run every few hundred steps on untiled images.
 """
 
+import warnings
+
 import numpy as np
+from photutils.utils.exceptions import NoDetectionsWarning
 from scipy import ndimage
+
+from astro_deepcolor.postprocessing import segment_probabilities
 
 __all__ = ['ValidationSet', 'detections_from_probs', 'score_sweep',
            'summarize_sweep']
@@ -54,25 +61,13 @@ def detections_from_probs(probs, image, threshold, n_pixels=5):
     xy : (N, 2) `~numpy.ndarray`
         Centroids ``(x, y)`` of labels ``1..N``.
     """
-    fg = (1.0 - probs[0]) >= threshold
-    colour = np.argmax(probs[1:], axis=0)
-    segm = np.zeros(fg.shape, dtype=np.int32)
-    n = 0
-    structure = np.ones((3, 3), bool)
-    for c in range(probs.shape[0] - 1):
-        lab, nc = ndimage.label(fg & (colour == c), structure=structure)
-        if nc:
-            segm[lab > 0] = lab[lab > 0] + n
-            n += nc
-    if n == 0:
-        return segm, np.zeros((0, 2))
-    area = np.bincount(segm.ravel(), minlength=n + 1)
-    keep = area >= n_pixels
-    keep[0] = False
-    lut = np.zeros(n + 1, dtype=np.int32)
-    lut[keep] = np.arange(1, keep.sum() + 1)
-    segm = lut[segm]
-    n = int(keep.sum())
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', NoDetectionsWarning)
+        seg = segment_probabilities(probs, threshold, n_pixels)
+    if seg is None:
+        return np.zeros(probs.shape[1:], dtype=np.int32), np.zeros((0, 2))
+    segm = np.asarray(seg.data, dtype=np.int32)
+    n = int(segm.max())
     if n == 0:
         return segm, np.zeros((0, 2))
     w = np.clip(image, 0, None) + 1e-3
