@@ -40,6 +40,19 @@ The network gives, for every pixel, a softmax over the background
    groups' areas, perimeters and shared boundaries are updated as they
    grow, so a chain of fragments ends in the object that encloses them.
 
+**Detection and footprint thresholds.** Footprints may be delimited at a
+lower probability than the detection threshold (``footprint_threshold``,
+0.5 in `~astro_deepcolor.DeepColorSegmentation`), as SExtractor separates
+``DETECT_THRESH`` from ``ANALYSIS_THRESH``: pixels are classified at
+``min(threshold, footprint_threshold)``, components and flicker repair are
+computed on that map, and a source is kept only if at least ``n_pixels``
+of its pixels reach ``threshold``. At a high threshold, the cores of one
+galaxy (its clumps, or the two ends of an edge-on disk) are then joined by
+their common footprint instead of coming out as several sources, and the
+footprint, which photometry uses, does not shrink with the threshold.
+Since the network gives touching sources different colours, joining at a
+lower probability does not merge neighbours.
+
 Components still smaller than ``n_pixels`` after the repair are dropped
 and the labels are made consecutive, ordered by the top-left corner of
 their bounding box (row first), close to photutils' raster order.
@@ -59,8 +72,8 @@ from scipy import ndimage
 
 from astro_deepcolor.utils._parameters import check_choice, check_fraction, check_positive_int
 
-__all__ = ['classify_pixels', 'fold_groups', 'label_sources', 'merge_flicker',
-           'segment_probabilities']
+__all__ = ['classify_pixels', 'fold_groups', 'footprint_level', 'label_sources',
+           'merge_flicker', 'segment_probabilities']
 
 _NO_DETECTIONS = ('No sources were found. Try lowering the threshold or '
                   'n_pixels parameters.')
@@ -71,6 +84,31 @@ def _structure(connectivity):
     if connectivity == 8:
         return np.ones((3, 3), dtype=bool)
     return ndimage.generate_binary_structure(2, 1)
+
+
+def footprint_level(threshold, footprint_threshold=None):
+    """
+    Foreground probability at which footprints are delimited.
+
+    Parameters
+    ----------
+    threshold : float
+        Detection threshold.
+    footprint_threshold : float or None, optional
+        Requested footprint threshold; None means ``threshold``.
+
+    Returns
+    -------
+    level : float
+        ``min(threshold, footprint_threshold)``: footprints never shrink
+        below the detected region.
+    """
+    threshold = check_fraction(threshold, 'threshold')
+    if footprint_threshold is None:
+        return threshold
+    footprint_threshold = check_fraction(footprint_threshold,
+                                         'footprint_threshold')
+    return min(threshold, footprint_threshold)
 
 
 def classify_pixels(probs, threshold, mask=None, *, out=None):
@@ -318,7 +356,7 @@ def fold_groups(root, group_areas, shared_pairs, touch_pairs, perim,
 
 
 def label_sources(colour, p_fg, n_pixels, *, connectivity=8,
-                  merge_fraction=0.5, relabel=True):
+                  merge_fraction=0.5, relabel=True, threshold=None):
     """
     Turn a per-pixel colour map into a segmentation image.
 
@@ -339,6 +377,12 @@ def label_sources(colour, p_fg, n_pixels, *, connectivity=8,
     relabel : bool, optional
         Order labels by the top-left corner of their bounding box
         (otherwise by colour, then raster order within a colour).
+    threshold : float, optional
+        Detection threshold when ``colour`` was classified at a lower
+        *footprint* threshold: a source is kept only if at least
+        ``n_pixels`` of its pixels have ``p_fg >= threshold`` (compared at
+        the float16 precision of ``p_fg``). None: every pixel of
+        ``colour`` counts (it was classified at the detection threshold).
 
     Returns
     -------
@@ -366,6 +410,12 @@ def label_sources(colour, p_fg, n_pixels, *, connectivity=8,
                                       merge_fraction=merge_fraction)
     ids = np.arange(n + 1)
     keep = (root == ids) & (group_areas >= n_pixels)
+    if threshold is not None:
+        threshold = check_fraction(threshold, 'threshold')
+        high = np.bincount(comp[p_fg >= threshold], minlength=n + 1)
+        group_high = np.zeros(n + 1, dtype=np.int64)
+        np.add.at(group_high, root, high)
+        keep &= group_high >= n_pixels
     keep[0] = False
     if not keep.any():
         warnings.warn(_NO_DETECTIONS, NoDetectionsWarning, stacklevel=2)
@@ -406,11 +456,13 @@ def label_sources(colour, p_fg, n_pixels, *, connectivity=8,
 
 
 def segment_probabilities(probs, threshold, n_pixels, *, connectivity=8,
-                          mask=None, merge_fraction=0.5):
+                          mask=None, merge_fraction=0.5,
+                          footprint_threshold=None):
     """
     Segment a deep-coloring probability cube into sources.
 
-    Equivalent to `classify_pixels` followed by `label_sources`.
+    Equivalent to `classify_pixels` at the footprint threshold followed by
+    `label_sources` with the detection threshold.
 
     Parameters
     ----------
@@ -426,6 +478,9 @@ def segment_probabilities(probs, threshold, n_pixels, *, connectivity=8,
         True for pixels that can never belong to a source.
     merge_fraction : float, optional
         See `merge_flicker`.
+    footprint_threshold : float or None, optional
+        Foreground probability that delimits the footprints (see
+        `footprint_level`); None: the detection threshold itself.
 
     Returns
     -------
@@ -433,12 +488,14 @@ def segment_probabilities(probs, threshold, n_pixels, *, connectivity=8,
         The sources (None and a `NoDetectionsWarning` if none).
     """
     threshold = check_fraction(threshold, 'threshold')
-    colour, p_fg = classify_pixels(probs, threshold, mask)
+    low = footprint_level(threshold, footprint_threshold)
+    colour, p_fg = classify_pixels(probs, low, mask)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', NoDetectionsWarning)
         segm = label_sources(colour, p_fg, n_pixels,
                              connectivity=connectivity,
-                             merge_fraction=merge_fraction)
+                             merge_fraction=merge_fraction,
+                             threshold=threshold if low < threshold else None)
     if segm is None:
         warnings.warn(_NO_DETECTIONS, NoDetectionsWarning, stacklevel=2)
     return segm

@@ -473,15 +473,42 @@ def test_stitch_labels_equals_in_memory(seed, connectivity, n_pixels):
         assert snake[0] > 0
 
 
-def test_detect_mosaic_equals_in_memory(tiny_model_path):
-    """Chunked inference + stitching == in-memory detection, exactly."""
+@pytest.mark.parametrize('threshold', [0.3, 0.7])
+def test_stitch_labels_with_detection_flag_equals_in_memory(threshold):
+    """Footprints at a low level, sources kept on their pixels above the
+    detection threshold (carried in HIGH_BIT): same as label_sources."""
+    import dask
+    import dask.array as da
+
+    from astro_deepcolor.batch.mosaic import HIGH_BIT
+    from astro_deepcolor.postprocessing import label_sources
+
+    colour = _colour_map(4)
+    p_fg = np.random.default_rng(4).random(colour.shape).astype(np.float16)
+    p_fg[colour == 0] = 0
+    ref = label_sources(colour, p_fg, 5, threshold=threshold)
+    plain = label_sources(colour, p_fg, 5)
+    assert ref.n_labels < plain.n_labels  # the detection criterion bites
+    flagged = np.where(p_fg >= threshold, colour | HIGH_BIT, colour).astype(np.uint8)
+    with dask.config.set(scheduler='synchronous'):
+        labels, n = stitch_labels(da.from_array(flagged, chunks=(64, 50)),
+                                  n_pixels=5, high_flag=True)
+        labels = labels.compute()
+    assert n == ref.n_labels
+    np.testing.assert_array_equal(labels, ref.data)
+
+
+@pytest.mark.parametrize('threshold', [0.5, 0.8])
+def test_detect_mosaic_equals_in_memory(tiny_model_path, threshold):
+    """Chunked inference + stitching == in-memory detection, exactly
+    (at 0.8, footprints are delimited at 0.5: the detection flag path)."""
     import dask
     import dask.array as da
 
     from astro_deepcolor.batch import detect_mosaic
     from astro_deepcolor.inference import DeepColorSegmentation
 
-    finder = DeepColorSegmentation(threshold=0.5, n_pixels=5,
+    finder = DeepColorSegmentation(threshold=threshold, n_pixels=5,
                                    model=tiny_model_path, tile_shape=256)
     sim = simulate_image((448, 384), seed=3, density=2.0)
     data = np.array(sim.data)
@@ -489,6 +516,7 @@ def test_detect_mosaic_equals_in_memory(tiny_model_path):
     segm = finder(data)
     assert segm is not None
     assert segm.n_labels > 10
+    assert segm.info['footprint_threshold'] == 0.5
     with dask.config.set(scheduler='synchronous'):
         labels, n = detect_mosaic(da.from_array(data, chunks=128), finder,
                                   chunks=128)

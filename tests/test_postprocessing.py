@@ -197,3 +197,53 @@ def test_photutils_tools_work_on_output():
     assert segm.max_label + 1 == segm.cmap.N
     deblended = deblend_sources(image, segm, n_pixels=5, progress_bar=False)
     assert deblended.n_labels >= 3
+
+
+def _two_cores(p_bridge=0.7):
+    """One colour-1 object: two confident cores joined by a weaker bridge,
+    plus a colour-2 blob with only 3 confident pixels."""
+    probs = np.zeros((3, 30, 40), np.float32)
+    probs[0] = 1.0
+    fg = np.zeros((30, 40))
+    fg[10:16, 5:30] = p_bridge
+    fg[10:16, 5:11] = 0.99
+    fg[10:16, 24:30] = 0.99
+    fg[22:27, 30:36] = 0.6
+    fg[24, 31:34] = 0.97
+    probs[0] = 1 - fg
+    probs[1] = np.where(fg > 0, fg, 0)
+    probs[1, 20:, 28:] = 0
+    probs[2, 20:, 28:] = fg[20:, 28:]
+    return probs
+
+
+def test_footprint_threshold_joins_cores_and_keeps_footprints():
+    probs = _two_cores()
+    # Detection and footprint at 0.95: the object splits into two cores,
+    # the small blob has too few pixels.
+    split = segment_probabilities(probs, 0.95, 5)
+    assert split.n_labels == 2
+    # Footprints at 0.5: one source, its footprint the whole object; the
+    # blob has 30 pixels above 0.5 but only 3 above 0.95: not a source.
+    joined = segment_probabilities(probs, 0.95, 5, footprint_threshold=0.5)
+    assert joined.n_labels == 1
+    assert joined.areas[0] == 6 * 25
+    assert_allclose(joined.info['detection_probability'], [0.99], atol=1e-3)
+    # The same footprint as at threshold 0.5, where the blob is a source.
+    low = segment_probabilities(probs, 0.5, 5)
+    assert low.n_labels == 2
+    assert_array_equal(joined.data == 1, low.data == low.data[12, 15])
+    # A footprint threshold above the detection threshold changes nothing.
+    same = segment_probabilities(probs, 0.5, 5, footprint_threshold=0.9)
+    assert_array_equal(same.data, low.data)
+    with pytest.raises(ValueError, match='footprint_threshold'):
+        segment_probabilities(probs, 0.5, 5, footprint_threshold=1.5)
+
+
+def test_footprint_threshold_does_not_join_different_colours():
+    probs = _two_cores()
+    # Give the right core its own colour: two touching sources.
+    probs[1, 10:16, 18:30] = 0
+    probs[2, 10:16, 18:30] = 1 - probs[0, 10:16, 18:30]
+    segm = segment_probabilities(probs, 0.95, 5, footprint_threshold=0.5)
+    assert segm.n_labels == 2

@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-from astro_deepcolor.postprocessing import fold_groups
+from astro_deepcolor.postprocessing import fold_groups, footprint_level
 from astro_deepcolor.utils._parameters import check_choice, check_positive_int
 
 __all__ = ['detect_mosaic', 'mosaic_background', 'stitch_labels']
@@ -70,7 +70,19 @@ def _pairs(a, b):
     return lo, hi
 
 
-def _block_summary(colour, y0, x0, width, connectivity):
+#: Bit of the mosaic colour map that marks pixels at or above the detection
+#: threshold when footprints are classified at a lower probability.
+HIGH_BIT = np.uint8(128)
+
+
+def _split_high(colour, high_flag):
+    colour = np.asarray(colour)
+    if not high_flag:
+        return colour, None
+    return colour & np.uint8(127), colour >= HIGH_BIT
+
+
+def _block_summary(colour, y0, x0, width, connectivity, high_flag=False):
     """
     Everything the stitching needs from one block (a few numbers per piece).
 
@@ -82,9 +94,11 @@ def _block_summary(colour, y0, x0, width, connectivity):
     """
     from scipy.ndimage import find_objects
 
-    colour = np.asarray(colour)
+    colour, high = _split_high(colour, high_flag)
     comp, n = _label_colours(colour, connectivity)
     areas = np.bincount(comp.ravel(), minlength=n + 1).astype(np.int64)
+    n_high = (areas if high is None
+              else np.bincount(comp[high], minlength=n + 1).astype(np.int64))
     flat = comp.ravel()
     idx = np.flatnonzero(flat)
     labs, first = np.unique(flat[idx], return_index=True)
@@ -112,7 +126,8 @@ def _block_summary(colour, y0, x0, width, connectivity):
     else:
         lod = hid = np.zeros(0, dtype=np.int64)
     return {
-        'n': n, 'areas': areas, 'first': first_flat, 'colour': piece_colour,
+        'n': n, 'areas': areas, 'high': n_high, 'first': first_flat,
+        'colour': piece_colour,
         'bby': bby, 'bbx': bbx, 'inner': inner,
         'shared': (lo4, hi4), 'diag': (lod, hid),
         'edges': {
@@ -167,13 +182,13 @@ def _merge_groups(n, areas, shared_pairs, touch_pairs, perim_of, n_pixels,
                        n_pixels, merge_fraction)
 
 
-def _relabel_block(colour, lookup, connectivity):
-    comp, _ = _label_colours(colour, connectivity)
+def _relabel_block(colour, lookup, connectivity, high_flag=False):
+    comp, _ = _label_colours(_split_high(colour, high_flag)[0], connectivity)
     return lookup[comp]
 
 
 def stitch_labels(colour, *, n_pixels=5, connectivity=8, merge_fraction=0.5,
-                  client=None):
+                  client=None, high_flag=False):
     """
     Segment a chunked colour map exactly as if it were in memory.
 
@@ -201,6 +216,11 @@ def stitch_labels(colour, *, n_pixels=5, connectivity=8, merge_fraction=0.5,
     client : `~distributed.Client`, optional
         Compute the chunk summaries on this cluster (default: the current
         dask scheduler).
+    high_flag : bool, optional
+        ``colour`` carries `HIGH_BIT` on the pixels at or above the
+        detection threshold (the rest of the byte is the colour): a source
+        needs ``n_pixels`` such pixels, as `label_sources` with
+        ``threshold``.
 
     Returns
     -------
@@ -227,7 +247,8 @@ def stitch_labels(colour, *, n_pixels=5, connectivity=8, merge_fraction=0.5,
     ystarts = np.concatenate([[0], np.cumsum(colour.chunks[0])[:-1]])
     xstarts = np.concatenate([[0], np.cumsum(colour.chunks[1])[:-1]])
     tasks = [dask.delayed(_block_summary)(blocks[i, j], int(ystarts[i]),
-                                          int(xstarts[j]), width, connectivity)
+                                          int(xstarts[j]), width, connectivity,
+                                          high_flag)
              for i in range(nby) for j in range(nbx)]
     flat = (client.gather(client.compute(tasks)) if client is not None
             else list(dask.compute(*tasks)))
@@ -240,6 +261,7 @@ def stitch_labels(colour, *, n_pixels=5, connectivity=8, merge_fraction=0.5,
     offsets = offsets.reshape(nby, nbx)
     total = int(counts.sum())
     p_area = np.zeros(total + 1, dtype=np.int64)
+    p_high = np.zeros(total + 1, dtype=np.int64)
     p_first = np.zeros(total + 1, dtype=np.int64)
     p_colour = np.zeros(total + 1, dtype=np.int64)
     p_bby = np.zeros(total + 1, dtype=np.int64)
@@ -251,6 +273,7 @@ def stitch_labels(colour, *, n_pixels=5, connectivity=8, merge_fraction=0.5,
             s, o, n = summary[i][j], offsets[i, j], counts[i, j]
             part = slice(o + 1, o + 1 + n)
             p_area[part] = s['areas'][1:]
+            p_high[part] = s['high'][1:]
             p_first[part] = s['first'][1:]
             p_colour[part] = s['colour'][1:]
             p_bby[part] = s['bby']
@@ -330,6 +353,11 @@ def stitch_labels(colour, *, n_pixels=5, connectivity=8, merge_fraction=0.5,
                                       n_pixels, merge_fraction)
     ids = np.arange(n + 1)
     keep = (root == ids) & (group_areas >= n_pixels)
+    if high_flag:
+        high = np.bincount(piece, weights=p_high, minlength=n + 1)
+        group_high = np.zeros(n + 1, dtype=np.int64)
+        np.add.at(group_high, root, high.astype(np.int64))
+        keep &= group_high >= n_pixels
     keep[0] = False
     kept = np.flatnonzero(keep)
     # Labels ordered by the top-left corner of each group's bounding box.
@@ -363,7 +391,7 @@ def stitch_labels(colour, *, n_pixels=5, connectivity=8, merge_fraction=0.5,
             out_blocks[i, j] = da.from_delayed(
                 dask.delayed(_relabel_block)(
                     held.get(blocks[i, j].key, blocks[i, j]), local,
-                    connectivity),
+                    connectivity, high_flag),
                 shape=(colour.chunks[0][i], colour.chunks[1][j]),
                 dtype=np.int32)
     labels = da.block(out_blocks.tolist())
@@ -466,7 +494,9 @@ def mosaic_background(image, bad, *, box_size=64, filter_size=3,
 
 def _colour_block(block, bad, background, rms, finder, threshold, starts,
                   margin, block_info=None):
-    """Deep-coloring classes of one chunk plus its margin."""
+    """Deep-coloring classes of one chunk plus its margin (`HIGH_BIT` set
+    on pixels at or above ``threshold`` when footprints go lower).
+    """
     from astro_deepcolor.postprocessing import classify_pixels
 
     i, j = block_info[0]['chunk-location']
@@ -476,7 +506,10 @@ def _colour_block(block, bad, background, rms, finder, threshold, starts,
     bad = np.asarray(bad)
     probs = finder.predict(np.asarray(block), bad, background=background,
                            rms=rms, origin=origin)
-    colour, _ = classify_pixels(probs, threshold, bad)
+    low = footprint_level(threshold, finder.footprint_threshold)
+    colour, p_fg = classify_pixels(probs, low, bad)
+    if low < threshold:
+        colour[(colour > 0) & (p_fg >= threshold)] |= HIGH_BIT
     return colour
 
 
@@ -562,6 +595,14 @@ def detect_mosaic(image, finder=None, *, mask=None, chunks=2048, client=None):
         starts=[np.concatenate([[0], np.cumsum(c)[:-1]]) for c in image.chunks],
         margin=margin)
     colour = client.persist(colour) if client is not None else colour.persist()
+    high_flag = (footprint_level(finder.threshold, finder.footprint_threshold)
+                 < finder.threshold)
+    if high_flag and finder.config.n_colors >= HIGH_BIT:
+        msg = (f'detect_mosaic supports at most {HIGH_BIT - 1} colours with '
+               f'footprint_threshold < threshold, the model has '
+               f'{finder.config.n_colors}')
+        raise ValueError(msg)
     return stitch_labels(colour, n_pixels=finder.n_pixels,
                          connectivity=finder.connectivity,
-                         merge_fraction=finder.merge_fraction, client=client)
+                         merge_fraction=finder.merge_fraction, client=client,
+                         high_flag=high_flag)

@@ -42,7 +42,12 @@ from photutils.utils.exceptions import NoDetectionsWarning
 from astro_deepcolor.exceptions import DeepColorWarning
 from astro_deepcolor.inference.backends import BACKENDS, DEVICES, resolve_backend
 from astro_deepcolor.inference.tiling import TilePlan, default_margin
-from astro_deepcolor.postprocessing import _NO_DETECTIONS, classify_pixels, label_sources
+from astro_deepcolor.postprocessing import (
+    _NO_DETECTIONS,
+    classify_pixels,
+    footprint_level,
+    label_sources,
+)
 from astro_deepcolor.utils._parameters import (
     check_choice,
     check_fraction,
@@ -137,16 +142,19 @@ class DeepColorSegmentation:
 
     The network assigns every pixel a probability of being background and
     of belonging to each of ``n_colors`` "colours"; touching sources get
-    different colours. Pixels with a foreground probability
-    ``1 - p_background >= threshold`` are kept, and connected pixels of
-    the same colour form a source (see `astro_deepcolor.postprocessing`).
+    different colours. Connected pixels of the same colour whose
+    foreground probability ``1 - p_background`` is at least
+    ``min(threshold, footprint_threshold)`` form a footprint, and a
+    footprint is a source when at least ``n_pixels`` of its pixels reach
+    ``threshold`` (see `astro_deepcolor.postprocessing`).
 
     Parameters
     ----------
     threshold : float, optional
-        Minimum foreground probability of a source pixel, in [0, 1].
+        Detection threshold: foreground probability, in [0, 1], that
+        ``n_pixels`` pixels of a source must reach.
     n_pixels : int, optional
-        Minimum number of connected pixels of a source.
+        Minimum number of pixels of a source at or above ``threshold``.
     model : str, `~pathlib.Path` or `~astro_deepcolor.model.LoadedModel`, optional
         The ONNX model file; default: the model shipped with the package.
     connectivity : {8, 4}, optional
@@ -169,6 +177,13 @@ class DeepColorSegmentation:
         Colour-flicker repair: a colour component sharing at least this
         fraction of its perimeter with a larger neighbour is merged into
         it (see `~astro_deepcolor.postprocessing.merge_flicker`).
+    footprint_threshold : float or None, optional
+        Foreground probability that delimits the footprints of detected
+        sources when it is below ``threshold`` (like SExtractor's
+        ``ANALYSIS_THRESH`` below ``DETECT_THRESH``): the cores of one
+        galaxy that pass a high threshold are joined into one source, and
+        footprints do not shrink as the threshold rises. None: footprints
+        are delimited by ``threshold`` itself.
     precision : {'float32', 'float16', 'bfloat16'}, optional
         Arithmetic of the torch backend on CUDA.
     progress_bar : bool, optional
@@ -208,8 +223,8 @@ class DeepColorSegmentation:
     def __init__(self, threshold=0.5, n_pixels=5, *, model=None,
                  connectivity=8, backend='auto', device='auto',
                  tile_shape=(1024, 1024), overlap='auto', batch_size=1,
-                 merge_fraction=0.5, precision='float32', progress_bar=False,
-                 n_threads=None):
+                 merge_fraction=0.5, footprint_threshold=0.5,
+                 precision='float32', progress_bar=False, n_threads=None):
         self.threshold = check_fraction(threshold, 'threshold')
         self.n_pixels = check_positive_int(n_pixels, 'n_pixels')
         self.connectivity = check_choice(connectivity, 'connectivity', (4, 8))
@@ -219,6 +234,9 @@ class DeepColorSegmentation:
                                       ('float32', 'float16', 'bfloat16'))
         self.batch_size = check_positive_int(batch_size, 'batch_size')
         self.merge_fraction = check_fraction(merge_fraction, 'merge_fraction')
+        self.footprint_threshold = (
+            None if footprint_threshold is None
+            else check_fraction(footprint_threshold, 'footprint_threshold'))
         self.progress_bar = bool(progress_bar)
         self.n_threads = (None if n_threads is None
                           else check_positive_int(n_threads, 'n_threads'))
@@ -257,6 +275,7 @@ class DeepColorSegmentation:
                   f'tile_shape={self.tile_shape!r}, overlap={self.overlap!r}, '
                   f'batch_size={self.batch_size!r}, '
                   f'merge_fraction={self.merge_fraction!r}, '
+                  f'footprint_threshold={self.footprint_threshold!r}, '
                   f'precision={self.precision!r}, '
                   f'progress_bar={self.progress_bar!r}, '
                   f'n_threads={self.n_threads!r}')
@@ -412,9 +431,10 @@ class DeepColorSegmentation:
 
         colour = np.zeros(data.shape, dtype=np.uint8)
         p_fg = np.zeros(data.shape, dtype=np.float16)
+        low = footprint_level(threshold, self.footprint_threshold)
 
         def sink(core, probs):
-            classify_pixels(probs, threshold, bad[core],
+            classify_pixels(probs, low, bad[core],
                             out=(colour[core], p_fg[core]))
 
         self._infer(data, bad, background, rms, sink, timings)
@@ -424,13 +444,15 @@ class DeepColorSegmentation:
             warnings.simplefilter('ignore', NoDetectionsWarning)
             segm = label_sources(colour, p_fg, n_pixels,
                                  connectivity=self.connectivity,
-                                 merge_fraction=self.merge_fraction)
+                                 merge_fraction=self.merge_fraction,
+                                 threshold=threshold if low < threshold else None)
         timings['label'] = time.perf_counter() - t2
         timings['total'] = time.perf_counter() - t0
         if segm is None:
             warnings.warn(_NO_DETECTIONS, NoDetectionsWarning, stacklevel=3)
             return None
         segm.info.update(threshold=threshold, n_pixels=n_pixels,
+                         footprint_threshold=low,
                          model=str(self.model.path),
                          backend=self._runner.description, timings=timings)
         return segm
@@ -550,16 +572,19 @@ class DeepColorSegmentation:
                 msg = (f'mask must have shape {probs.shape[1:]!r}, got '
                        f'{mask.shape!r}')
                 raise ValueError(msg)
-        colour, p_fg = classify_pixels(probs, threshold, mask)
+        low = footprint_level(threshold, self.footprint_threshold)
+        colour, p_fg = classify_pixels(probs, low, mask)
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', NoDetectionsWarning)
             segm = label_sources(colour, p_fg, self.n_pixels,
                                  connectivity=self.connectivity,
-                                 merge_fraction=self.merge_fraction)
+                                 merge_fraction=self.merge_fraction,
+                                 threshold=threshold if low < threshold else None)
         if segm is None:
             warnings.warn(_NO_DETECTIONS, NoDetectionsWarning, stacklevel=2)
             return None
         segm.info.update(threshold=threshold, n_pixels=self.n_pixels,
+                         footprint_threshold=low,
                          model=str(self.model.path))
         return segm
 
@@ -624,9 +649,12 @@ def detect_sources(data, threshold, n_pixels, *, connectivity=8, mask=None,
     data : 2D array-like
         The image; need not be background subtracted.
     threshold : float
-        Minimum foreground probability of a source pixel, in [0, 1].
+        Detection threshold: foreground probability, in [0, 1], that
+        ``n_pixels`` pixels of a source must reach. Footprints extend to
+        probability 0.5 when the threshold is higher (see
+        `DeepColorSegmentation`, ``footprint_threshold``).
     n_pixels : int
-        Minimum number of connected pixels of a source.
+        Minimum number of pixels of a source at or above ``threshold``.
     connectivity : {8, 4}, optional
         Pixel connectivity.
     mask : 2D bool array-like, optional

@@ -4,9 +4,10 @@ Validation of a deep-coloring network during training (NumPy only).
 
 A probability cube is turned into detections with the post-processing of
 inference, `astro_deepcolor.postprocessing.segment_probabilities` (a pixel
-is foreground when ``1 - p_background >= threshold``; its colour is the
-most probable colour; connected components (8-connectivity) per colour;
-colour-flicker repair; components smaller than ``n_pixels`` are dropped);
+is foreground when ``1 - p_background >= min(threshold, 0.5)``; its colour
+is the most probable colour; connected components (8-connectivity) per
+colour; colour-flicker repair; sources need ``n_pixels`` pixels at or
+above ``threshold``);
 centroid = flux-weighted barycentre. Without the flicker repair, a source
 whose colour flickers counts as one match plus false positives, and the
 score no longer ranks models as the benchmark does. The detections are
@@ -39,7 +40,8 @@ DEFAULT_THRESHOLDS = (*np.round(np.arange(0.1, 0.96, 0.05), 2).tolist(),
 CONTAMINATION_LIMITS = (0.05, 0.10, 0.20)
 
 
-def detections_from_probs(probs, image, threshold, n_pixels=5):
+def detections_from_probs(probs, image, threshold, n_pixels=5,
+                          footprint_threshold=0.5):
     """
     Segment a probability cube into sources.
 
@@ -53,6 +55,8 @@ def detections_from_probs(probs, image, threshold, n_pixels=5):
         Foreground probability threshold.
     n_pixels : int, optional
         Minimum number of pixels of a source.
+    footprint_threshold : float or None, optional
+        Footprint probability (the inference default, 0.5).
 
     Returns
     -------
@@ -63,7 +67,8 @@ def detections_from_probs(probs, image, threshold, n_pixels=5):
     """
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', NoDetectionsWarning)
-        seg = segment_probabilities(probs, threshold, n_pixels)
+        seg = segment_probabilities(probs, threshold, n_pixels,
+                                    footprint_threshold=footprint_threshold)
     if seg is None:
         return np.zeros(probs.shape[1:], dtype=np.int32), np.zeros((0, 2))
     segm = np.asarray(seg.data, dtype=np.int32)
