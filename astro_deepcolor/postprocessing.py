@@ -42,7 +42,7 @@ The network gives, for every pixel, a softmax over the background
 
 **Detection and footprint thresholds.** Footprints may be delimited at a
 lower probability than the detection threshold (``footprint_threshold``,
-0.5 in `~astro_deepcolor.DeepColorSegmentation`), as SExtractor separates
+0.8 in `~astro_deepcolor.DeepColorSegmentation`), as SExtractor separates
 ``DETECT_THRESH`` from ``ANALYSIS_THRESH``: pixels are classified at
 ``min(threshold, footprint_threshold)``, components and flicker repair are
 computed on that map, and a source is kept only if at least ``n_pixels``

@@ -183,7 +183,9 @@ class DeepColorSegmentation:
         ``ANALYSIS_THRESH`` below ``DETECT_THRESH``): the cores of one
         galaxy that pass a high threshold are joined into one source, and
         footprints do not shrink as the threshold rises. None: footprints
-        are delimited by ``threshold`` itself.
+        are delimited by ``threshold`` itself. The default, 0.8, was chosen
+        on the validation images: lower levels also join close pairs that
+        the network painted in one colour (see :doc:`model`).
     precision : {'float32', 'float16', 'bfloat16'}, optional
         Arithmetic of the torch backend on CUDA.
     progress_bar : bool, optional
@@ -223,7 +225,7 @@ class DeepColorSegmentation:
     def __init__(self, threshold=0.5, n_pixels=5, *, model=None,
                  connectivity=8, backend='auto', device='auto',
                  tile_shape=(1024, 1024), overlap='auto', batch_size=1,
-                 merge_fraction=0.5, footprint_threshold=0.5,
+                 merge_fraction=0.5, footprint_threshold=0.8,
                  precision='float32', progress_bar=False, n_threads=None):
         self.threshold = check_fraction(threshold, 'threshold')
         self.n_pixels = check_positive_int(n_pixels, 'n_pixels')
@@ -651,7 +653,7 @@ def detect_sources(data, threshold, n_pixels, *, connectivity=8, mask=None,
     threshold : float
         Detection threshold: foreground probability, in [0, 1], that
         ``n_pixels`` pixels of a source must reach. Footprints extend to
-        probability 0.5 when the threshold is higher (see
+        probability 0.8 when the threshold is higher (see
         `DeepColorSegmentation`, ``footprint_threshold``).
     n_pixels : int
         Minimum number of pixels of a source at or above ``threshold``.

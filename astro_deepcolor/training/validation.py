@@ -4,7 +4,7 @@ Validation of a deep-coloring network during training (NumPy only).
 
 A probability cube is turned into detections with the post-processing of
 inference, `astro_deepcolor.postprocessing.segment_probabilities` (a pixel
-is foreground when ``1 - p_background >= min(threshold, 0.5)``; its colour
+is foreground when ``1 - p_background >= min(threshold, 0.8)``; its colour
 is the most probable colour; connected components (8-connectivity) per
 colour; colour-flicker repair; sources need ``n_pixels`` pixels at or
 above ``threshold``);
@@ -41,7 +41,7 @@ CONTAMINATION_LIMITS = (0.05, 0.10, 0.20)
 
 
 def detections_from_probs(probs, image, threshold, n_pixels=5,
-                          footprint_threshold=0.5):
+                          footprint_threshold=0.8):
     """
     Segment a probability cube into sources.
 
@@ -56,7 +56,7 @@ def detections_from_probs(probs, image, threshold, n_pixels=5,
     n_pixels : int, optional
         Minimum number of pixels of a source.
     footprint_threshold : float or None, optional
-        Footprint probability (the inference default, 0.5).
+        Footprint probability (the inference default, 0.8).
 
     Returns
     -------
