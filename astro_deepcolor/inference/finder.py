@@ -185,7 +185,8 @@ class DeepColorSegmentation:
         footprints do not shrink as the threshold rises. None: footprints
         are delimited by ``threshold`` itself. The default, 0.8, was chosen
         on the validation images: lower levels also join close pairs that
-        the network painted in one colour (see :doc:`model`).
+        the network painted in one colour (see the "Post-processing"
+        section of the model documentation).
     precision : {'float32', 'float16', 'bfloat16'}, optional
         Arithmetic of the torch backend on CUDA.
     progress_bar : bool, optional
