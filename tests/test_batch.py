@@ -211,6 +211,12 @@ def test_settings_validation():
         BatchDetector(merged_format='csv')
     with pytest.raises(TypeError, match='detector must be callable'):
         BatchDetector(detector=3)
+    with pytest.raises(ValueError, match='footprint_threshold must be a number'):
+        BatchDetector(footprint_threshold=2.0)
+    # The footprint level reaches the workers' finders.
+    assert BatchDetector().settings.finder_kwargs()['footprint_threshold'] == 0.8
+    none = DetectSettings(footprint_threshold=None)
+    assert none.finder_kwargs()['footprint_threshold'] is None
 
 
 # -- Dask runs --------------------------------------------------------------

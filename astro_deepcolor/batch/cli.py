@@ -74,9 +74,13 @@ def run_cli(args):
     progress = not bool(_arg(args, 'quiet', default=False))
     progress = bool(_arg(args, 'progress', 'progress_bar', default=progress))
 
+    from astro_deepcolor.cli.detect import footprint_arg
+
     batch = BatchDetector(
         threshold=_arg(args, 'threshold', default=0.5),
         n_pixels=_arg(args, 'n_pixels', default=5),
+        footprint_threshold=footprint_arg(
+            _arg(args, 'footprint_threshold', default=0.8)),
         model=_arg(args, 'model'),
         connectivity=_arg(args, 'connectivity', default=8),
         backend=_arg(args, 'backend', default='auto'),

@@ -78,6 +78,8 @@ class DetectSettings:
         Detection probability threshold in [0, 1].
     n_pixels : int
         Minimum number of connected pixels of a source.
+    footprint_threshold : float or None
+        Footprint level (see `~astro_deepcolor.DeepColorSegmentation`).
     connectivity : {4, 8}
         Pixel connectivity of a source.
     model : str or None
@@ -104,6 +106,7 @@ class DetectSettings:
 
     threshold: float = 0.5
     n_pixels: int = 5
+    footprint_threshold: float | None = 0.8
     connectivity: int = 8
     model: str | None = None
     backend: str = 'auto'
@@ -117,6 +120,8 @@ class DetectSettings:
     def __post_init__(self):
         check_fraction(self.threshold, 'threshold')
         check_positive_int(self.n_pixels, 'n_pixels')
+        if self.footprint_threshold is not None:
+            check_fraction(self.footprint_threshold, 'footprint_threshold')
         check_choice(self.connectivity, 'connectivity', (4, 8))
         check_choice(self.catalog_format, 'catalog_format', CATALOG_FORMATS)
         if self.batch_size is not None:
@@ -138,6 +143,7 @@ class DetectSettings:
             The finder settings.
         """
         kwargs = {'threshold': self.threshold, 'n_pixels': self.n_pixels,
+                  'footprint_threshold': self.footprint_threshold,
                   'connectivity': self.connectivity, 'model': self.model,
                   'backend': self.backend, 'device': self.device}
         if self.batch_size is not None:
@@ -534,6 +540,8 @@ class BatchDetector:
         Detection probability threshold in [0, 1].
     n_pixels : int, optional
         Minimum number of connected pixels of a source.
+    footprint_threshold : float or None, optional
+        Footprint level (see `~astro_deepcolor.DeepColorSegmentation`).
     model : str or `~pathlib.Path`, optional
         ONNX model file; None for the shipped default.
     connectivity : {4, 8}, optional
@@ -592,7 +600,7 @@ class BatchDetector:
     """
 
     def __init__(self, threshold=0.5, n_pixels=5, *, model=None,
-                 connectivity=8, backend='auto', device='auto',
+                 footprint_threshold=0.8, connectivity=8, backend='auto', device='auto',
                  batch_size=None, tile_shape=None, detector=None, hdu=None,
                  segmentation=False,
                  catalog_format='fits', merged_format='fits', scheduler=None,
@@ -601,6 +609,7 @@ class BatchDetector:
                  progress_bar=False, callback=None):
         self.settings = DetectSettings(
             threshold=threshold, n_pixels=n_pixels, connectivity=connectivity,
+            footprint_threshold=footprint_threshold,
             model=None if model is None else os.fspath(model),
             backend=backend, device=device, batch_size=batch_size,
             tile_shape=tile_shape,

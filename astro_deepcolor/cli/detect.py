@@ -17,6 +17,7 @@ Several inputs, directories, globs or ``--out DIR`` switch to the batch
 mode of `astro_deepcolor.batch.run_cli` (Dask, resumable manifest).
 """
 
+import argparse
 import sys
 import warnings
 from pathlib import Path
@@ -41,6 +42,22 @@ _CATALOG_FORMATS = {'.ecsv': 'ascii.ecsv', '.fits': 'fits', '.fit': 'fits',
 _PROGRESS_PIXELS = 16_000_000
 
 
+def _footprint_level(text):
+    """Parse --footprint-threshold: a probability or 'none'."""
+    if text.strip().lower() == 'none':
+        return 'none'
+    try:
+        return float(text)
+    except ValueError:
+        msg = f'expected a probability in [0, 1] or "none", got {text!r}'
+        raise argparse.ArgumentTypeError(msg) from None
+
+
+def footprint_arg(value):
+    """The finder's ``footprint_threshold`` from the parsed option."""
+    return None if value == 'none' else value
+
+
 def add_parser(parser):
     """
     Declare the arguments of ``astro-deepcolor detect``.
@@ -60,6 +77,12 @@ def add_parser(parser):
     parser.add_argument('--threshold', type=float, default=0.5,
                         help='foreground probability threshold in [0, 1] '
                              '(default: %(default)s)')
+    parser.add_argument('--footprint-threshold', type=_footprint_level,
+                        default=0.8, dest='footprint_threshold',
+                        metavar='P|none',
+                        help='probability that delimits the footprints of '
+                             'sources detected above it; "none": the '
+                             'threshold itself (default: %(default)s)')
     parser.add_argument('--n-pixels', type=int, default=5, dest='n_pixels',
                         help='minimum source area in pixels (default: %(default)s)')
     parser.add_argument('--connectivity', type=int, choices=(4, 8), default=8,
@@ -347,6 +370,7 @@ def run(args):
     progress = not args.quiet and data.size > _PROGRESS_PIXELS
     finder = DeepColorSegmentation(
         threshold=args.threshold, n_pixels=args.n_pixels, model=args.model,
+        footprint_threshold=footprint_arg(args.footprint_threshold),
         connectivity=args.connectivity, backend=args.backend,
         device=args.device, tile_shape=args.tile_size,
         batch_size=args.batch_size or 1, progress_bar=progress)
