@@ -72,7 +72,7 @@ from scipy import ndimage
 
 from astro_deepcolor.utils._parameters import check_choice, check_fraction, check_positive_int
 
-__all__ = ['classify_pixels', 'fold_groups', 'footprint_level', 'label_sources',
+__all__ = ['classify_pixels', 'detection_levels', 'fold_groups', 'label_sources',
            'merge_flicker', 'segment_probabilities']
 
 _NO_DETECTIONS = ('No sources were found. Try lowering the threshold or '
@@ -86,9 +86,9 @@ def _structure(connectivity):
     return ndimage.generate_binary_structure(2, 1)
 
 
-def footprint_level(threshold, footprint_threshold=None):
+def detection_levels(threshold, footprint_threshold=None):
     """
-    Foreground probability at which footprints are delimited.
+    Footprint level and detection cut of a detection threshold.
 
     Parameters
     ----------
@@ -100,15 +100,20 @@ def footprint_level(threshold, footprint_threshold=None):
     Returns
     -------
     level : float
-        ``min(threshold, footprint_threshold)``: footprints never shrink
-        below the detected region.
+        ``min(threshold, footprint_threshold)``, the probability at which
+        pixels are classified: footprints never shrink below the detected
+        region.
+    detect : float or None
+        ``threshold`` when it is above ``level`` (the ``threshold`` of
+        `label_sources`), else None: the colour map itself is the
+        detection.
     """
     threshold = check_fraction(threshold, 'threshold')
-    if footprint_threshold is None:
-        return threshold
-    footprint_threshold = check_fraction(footprint_threshold,
-                                         'footprint_threshold')
-    return min(threshold, footprint_threshold)
+    level = threshold
+    if footprint_threshold is not None:
+        level = min(threshold, check_fraction(footprint_threshold,
+                                              'footprint_threshold'))
+    return level, (threshold if level < threshold else None)
 
 
 def classify_pixels(probs, threshold, mask=None, *, out=None):
@@ -480,22 +485,21 @@ def segment_probabilities(probs, threshold, n_pixels, *, connectivity=8,
         See `merge_flicker`.
     footprint_threshold : float or None, optional
         Foreground probability that delimits the footprints (see
-        `footprint_level`); None: the detection threshold itself.
+        `detection_levels`); None: the detection threshold itself.
 
     Returns
     -------
     segm : `~photutils.segmentation.SegmentationImage` or None
         The sources (None and a `NoDetectionsWarning` if none).
     """
-    threshold = check_fraction(threshold, 'threshold')
-    low = footprint_level(threshold, footprint_threshold)
+    low, detect = detection_levels(threshold, footprint_threshold)
     colour, p_fg = classify_pixels(probs, low, mask)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', NoDetectionsWarning)
         segm = label_sources(colour, p_fg, n_pixels,
                              connectivity=connectivity,
                              merge_fraction=merge_fraction,
-                             threshold=threshold if low < threshold else None)
+                             threshold=detect)
     if segm is None:
         warnings.warn(_NO_DETECTIONS, NoDetectionsWarning, stacklevel=2)
     return segm

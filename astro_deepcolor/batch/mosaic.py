@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-from astro_deepcolor.postprocessing import fold_groups, footprint_level
+from astro_deepcolor.postprocessing import detection_levels, fold_groups
 from astro_deepcolor.utils._parameters import check_choice, check_positive_int
 
 __all__ = ['detect_mosaic', 'mosaic_background', 'stitch_labels']
@@ -506,10 +506,10 @@ def _colour_block(block, bad, background, rms, finder, threshold, starts,
     bad = np.asarray(bad)
     probs = finder.predict(np.asarray(block), bad, background=background,
                            rms=rms, origin=origin)
-    low = footprint_level(threshold, finder.footprint_threshold)
+    low, detect = detection_levels(threshold, finder.footprint_threshold)
     colour, p_fg = classify_pixels(probs, low, bad)
-    if low < threshold:
-        colour[(colour > 0) & (p_fg >= threshold)] |= HIGH_BIT
+    if detect is not None:
+        colour[(colour > 0) & (p_fg >= detect)] |= HIGH_BIT
     return colour
 
 
@@ -595,8 +595,8 @@ def detect_mosaic(image, finder=None, *, mask=None, chunks=2048, client=None):
         starts=[np.concatenate([[0], np.cumsum(c)[:-1]]) for c in image.chunks],
         margin=margin)
     colour = client.persist(colour) if client is not None else colour.persist()
-    high_flag = (footprint_level(finder.threshold, finder.footprint_threshold)
-                 < finder.threshold)
+    high_flag = detection_levels(finder.threshold,
+                                 finder.footprint_threshold)[1] is not None
     if high_flag and finder.config.n_colors >= HIGH_BIT:
         msg = (f'detect_mosaic supports at most {HIGH_BIT - 1} colours with '
                f'footprint_threshold < threshold, the model has '

@@ -45,7 +45,7 @@ from astro_deepcolor.inference.tiling import TilePlan, default_margin
 from astro_deepcolor.postprocessing import (
     _NO_DETECTIONS,
     classify_pixels,
-    footprint_level,
+    detection_levels,
     label_sources,
 )
 from astro_deepcolor.utils._parameters import (
@@ -434,7 +434,7 @@ class DeepColorSegmentation:
 
         colour = np.zeros(data.shape, dtype=np.uint8)
         p_fg = np.zeros(data.shape, dtype=np.float16)
-        low = footprint_level(threshold, self.footprint_threshold)
+        low, detect = detection_levels(threshold, self.footprint_threshold)
 
         def sink(core, probs):
             classify_pixels(probs, low, bad[core],
@@ -448,7 +448,7 @@ class DeepColorSegmentation:
             segm = label_sources(colour, p_fg, n_pixels,
                                  connectivity=self.connectivity,
                                  merge_fraction=self.merge_fraction,
-                                 threshold=threshold if low < threshold else None)
+                                 threshold=detect)
         timings['label'] = time.perf_counter() - t2
         timings['total'] = time.perf_counter() - t0
         if segm is None:
@@ -575,14 +575,14 @@ class DeepColorSegmentation:
                 msg = (f'mask must have shape {probs.shape[1:]!r}, got '
                        f'{mask.shape!r}')
                 raise ValueError(msg)
-        low = footprint_level(threshold, self.footprint_threshold)
+        low, detect = detection_levels(threshold, self.footprint_threshold)
         colour, p_fg = classify_pixels(probs, low, mask)
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', NoDetectionsWarning)
             segm = label_sources(colour, p_fg, self.n_pixels,
                                  connectivity=self.connectivity,
                                  merge_fraction=self.merge_fraction,
-                                 threshold=threshold if low < threshold else None)
+                                 threshold=detect)
         if segm is None:
             warnings.warn(_NO_DETECTIONS, NoDetectionsWarning, stacklevel=2)
             return None

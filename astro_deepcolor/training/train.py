@@ -236,6 +236,16 @@ def _save(path, state):
     os.replace(tmp, path)
 
 
+def _load_checkpoint(path, model_config, device, *, missing, mismatch):
+    """Load a checkpoint whose model configuration must be ``model_config``."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(missing)
+    state = torch.load(path, map_location=device, weights_only=True)
+    if ModelConfig.from_dict(state['config']) != model_config:
+        raise ValueError(mismatch)
+    return state
+
+
 def _device(tc):
     if tc.device == 'cuda' or (tc.device == 'auto' and torch.cuda.is_available()):
         return torch.device('cuda')
@@ -305,14 +315,11 @@ def train(model_config, train_config, *, resume=False, progress=True,
                                  contaminant_weight=tc.contaminant_weight)
     step, best, history = 0, -1.0, []
     if resume:
-        if not last_path.is_file():
-            msg = f'cannot resume: {str(last_path)!r} does not exist'
-            raise FileNotFoundError(msg)
-        state = torch.load(last_path, map_location=device, weights_only=True)
-        if ModelConfig.from_dict(state['config']) != model_config:
-            msg = (f'cannot resume: the model configuration of '
-                   f'{str(last_path)!r} differs from the requested one')
-            raise ValueError(msg)
+        state = _load_checkpoint(
+            last_path, model_config, device,
+            missing=f'cannot resume: {str(last_path)!r} does not exist',
+            mismatch=(f'cannot resume: the model configuration of '
+                      f'{str(last_path)!r} differs from the requested one'))
         net.load_state_dict(state['model'])
         opt.load_state_dict(state['optimizer'])
         sched.load_state_dict(state['scheduler'])
@@ -323,14 +330,11 @@ def train(model_config, train_config, *, resume=False, progress=True,
     else:
         if tc.init_weights:
             init = Path(tc.init_weights)
-            if not init.is_file():
-                msg = f'init_weights {str(init)!r} does not exist'
-                raise FileNotFoundError(msg)
-            state = torch.load(init, map_location=device, weights_only=True)
-            if ModelConfig.from_dict(state['config']) != model_config:
-                msg = (f'init_weights {str(init)!r} has another model '
-                       f'configuration than the requested one')
-                raise ValueError(msg)
+            state = _load_checkpoint(
+                init, model_config, device,
+                missing=f'init_weights {str(init)!r} does not exist',
+                mismatch=(f'init_weights {str(init)!r} has another model '
+                          f'configuration than the requested one'))
             net.load_state_dict(state['model'])
             log(f'weights initialised from {init} '
                 f'(its step {int(state.get("step", -1))})')
