@@ -28,7 +28,10 @@ The network gives, for every pixel, a softmax over the background
    - ``A`` is not larger than ``B`` and its boundary with ``B`` is at least
      ``merge_fraction`` of ``A``'s whole perimeter (``A`` is mostly
      enclosed by ``B``: a patch inside an object, or a bite out of its
-     edge).
+     edge), unless ``A`` and ``B`` each pass the detection cut
+     (``n_pixels`` pixels at ``threshold``): two differently coloured
+     components that are both detections are two sources, such as a
+     faint neighbour on a bright star's wing, and are never merged.
 
    Boundaries and perimeters are counted in pixel edges (4-neighbour
    contacts; the image border counts as perimeter). The criterion is
@@ -226,7 +229,7 @@ def _perimeter(mask):
 
 
 def merge_flicker(comp, n_components, areas, n_pixels, *, connectivity=8,
-                  merge_fraction=0.5):
+                  merge_fraction=0.5, high=None):
     """
     Merge colour components that are fragments of one object.
 
@@ -249,6 +252,10 @@ def merge_flicker(comp, n_components, areas, n_pixels, *, connectivity=8,
     merge_fraction : float, optional
         Minimum fraction of a component's perimeter shared with a larger
         neighbour for the two to be merged.
+    high : 1D `~numpy.ndarray` of int, optional
+        Pixel count of each id at the detection threshold (None: the
+        areas). Two components that each have ``n_pixels`` such pixels
+        both pass the detection cut and are never merged.
 
     Returns
     -------
@@ -269,11 +276,11 @@ def merge_flicker(comp, n_components, areas, n_pixels, *, connectivity=8,
     slices = ndimage.find_objects(comp)
     perim = {a: _perimeter(comp[slices[a - 1]] == a) for a in touching}
     return fold_groups(root, group_areas, shared_pairs, touch_pairs, perim,
-                       n_pixels, merge_fraction)
+                       n_pixels, merge_fraction, high=high)
 
 
 def fold_groups(root, group_areas, shared_pairs, touch_pairs, perim,
-                n_pixels, merge_fraction):
+                n_pixels, merge_fraction, *, high=None):
     """
     The greedy colour-flicker merge on a component contact graph.
 
@@ -297,6 +304,13 @@ def fold_groups(root, group_areas, shared_pairs, touch_pairs, perim,
         Smaller components are always merged into a neighbour.
     merge_fraction : float
         Minimum shared fraction of a component's perimeter for a merge.
+    high : 1D `~numpy.ndarray` of int, optional
+        Pixel count of every component at the detection threshold (None:
+        its area). An enclosed component is merged only when it or its
+        neighbour fails the detection cut (fewer than ``n_pixels`` such
+        pixels): two differently coloured components that are both
+        detections are two sources (a faint neighbour on a bright star's
+        wing), never one.
 
     Returns
     -------
@@ -306,6 +320,8 @@ def fold_groups(root, group_areas, shared_pairs, touch_pairs, perim,
         Area of every group, indexed by its root.
     """
     perim = dict(perim)
+    group_high = (group_areas.copy() if high is None
+                  else np.asarray(high, dtype=np.int64).copy())
     shared = {}
     touch = {}
     for (a, b), count in shared_pairs.items():
@@ -324,12 +340,14 @@ def fold_groups(root, group_areas, shared_pairs, touch_pairs, perim,
         s = sh.get(best, 0)
         small = group_areas[a] < n_pixels
         enclosed = (group_areas[a] <= group_areas[best]
-                    and s >= merge_fraction * perim[a])
+                    and s >= merge_fraction * perim[a]
+                    and min(group_high[a], group_high[best]) < n_pixels)
         if not (small or enclosed):
             continue
         # Fold group a into group best.
         root[a] = best
         group_areas[best] += group_areas[a]
+        group_high[best] += group_high[a]
         perim[best] += perim[a] - 2 * s
         sb = shared.setdefault(best, {})
         sb.pop(a, None)
@@ -410,14 +428,16 @@ def label_sources(colour, p_fg, n_pixels, *, connectivity=8,
         warnings.warn(_NO_DETECTIONS, NoDetectionsWarning, stacklevel=2)
         return None
     areas = np.bincount(comp.ravel(), minlength=n + 1)
-    root, group_areas = merge_flicker(comp, n, areas, n_pixels,
-                                      connectivity=connectivity,
-                                      merge_fraction=merge_fraction)
-    ids = np.arange(n + 1)
-    keep = (root == ids) & (group_areas >= n_pixels)
+    high = None
     if threshold is not None:
         threshold = check_fraction(threshold, 'threshold')
         high = np.bincount(comp[p_fg >= threshold], minlength=n + 1)
+    root, group_areas = merge_flicker(comp, n, areas, n_pixels,
+                                      connectivity=connectivity,
+                                      merge_fraction=merge_fraction, high=high)
+    ids = np.arange(n + 1)
+    keep = (root == ids) & (group_areas >= n_pixels)
+    if threshold is not None:
         group_high = np.zeros(n + 1, dtype=np.int64)
         np.add.at(group_high, root, high)
         keep &= group_high >= n_pixels

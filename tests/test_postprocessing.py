@@ -63,14 +63,31 @@ class TestFlicker:
     """One object must not come out as two labels because of colour flicker."""
 
     def test_enclosed_patch_and_edge_bite_are_merged(self):
+        # Flickering patches below the detection threshold (footprints at
+        # 0.5, detection at 0.8) are fragments of the object around them.
         probs = _empty_cube()
         obj = _disc(25, 25, 12)
         _paint(probs, obj, 1)
-        _paint(probs, _disc(22, 28, 3), 2)  # flickering patch inside
-        _paint(probs, obj & _disc(25, 38, 5), 3)  # flickering bite at edge
-        segm = segment_probabilities(probs, 0.5, 5)
+        _paint(probs, _disc(22, 28, 3), 2, p=0.7)  # flickering patch inside
+        _paint(probs, obj & _disc(25, 38, 5), 3, p=0.7)  # bite at the edge
+        segm = segment_probabilities(probs, 0.8, 5, footprint_threshold=0.5)
         assert segm.n_labels == 1
         assert segm.areas[0] == np.count_nonzero(obj)
+
+    def test_detected_neighbour_on_a_wing_is_never_merged(self):
+        # A faint source enclosed by a bright star's wide footprint, in
+        # another colour, that passes the detection cut on its own: two
+        # sources (issue: the flicker repair used to merge it).
+        probs = _empty_cube()
+        star = _disc(30, 40, 15)
+        _paint(probs, star, 1)
+        faint = _disc(30, 50, 3)
+        _paint(probs, faint, 2)
+        for kwargs in ({}, {'footprint_threshold': 0.5}):
+            segm = segment_probabilities(probs, 0.8, 5, **kwargs)
+            assert segm.n_labels == 2
+            assert_array_equal(np.sort(segm.areas),
+                               np.sort([faint.sum(), (star & ~faint).sum()]))
 
     def test_blended_pair_stays_two(self):
         probs = _empty_cube()
@@ -103,21 +120,27 @@ class TestFlicker:
         # Demanding a fully enclosed patch keeps the bite separate.
         segm = segment_probabilities(probs, 0.5, 5, merge_fraction=1.0)
         assert segm.n_labels == 2
-        # A blended pair is merged when any shared boundary is enough.
+        # A pair whose fainter member fails the detection cut is merged
+        # when any shared boundary is enough; one that passes never is.
         probs = _empty_cube()
         left = _disc(30, 30, 10)
         _paint(probs, left, 1)
-        _paint(probs, _disc(30, 45, 10) & ~left, 2)
-        segm = segment_probabilities(probs, 0.5, 5, merge_fraction=0.0)
+        _paint(probs, _disc(30, 45, 10) & ~left, 2, p=0.7)
+        segm = segment_probabilities(probs, 0.8, 5, merge_fraction=0.0,
+                                     footprint_threshold=0.5)
         assert segm.n_labels == 1
+        _paint(probs, _disc(30, 45, 10) & ~left, 2, p=0.9)
+        segm = segment_probabilities(probs, 0.8, 5, merge_fraction=0.0,
+                                     footprint_threshold=0.5)
+        assert segm.n_labels == 2
 
     def test_chain_of_fragments_ends_in_the_object(self):
         probs = _empty_cube()
         obj = _disc(30, 40, 15)
         _paint(probs, obj, 1)
-        _paint(probs, _disc(30, 40, 6), 2)
-        _paint(probs, _disc(30, 40, 2), 3)  # patch inside a patch
-        segm = segment_probabilities(probs, 0.5, 5)
+        _paint(probs, _disc(30, 40, 6), 2, p=0.7)
+        _paint(probs, _disc(30, 40, 2), 3, p=0.7)  # patch inside a patch
+        segm = segment_probabilities(probs, 0.8, 5, footprint_threshold=0.5)
         assert segm.n_labels == 1
 
 

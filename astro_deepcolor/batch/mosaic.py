@@ -165,7 +165,7 @@ def _line_contacts(lab_a, col_a, lab_b, col_b, connectivity):
 
 
 def _merge_groups(n, areas, shared_pairs, touch_pairs, perim_of, n_pixels,
-                  merge_fraction):
+                  merge_fraction, high=None):
     """
     Colour-flicker repair on the component graph.
 
@@ -179,7 +179,7 @@ def _merge_groups(n, areas, shared_pairs, touch_pairs, perim_of, n_pixels,
         return root, group_areas
     perim = {a: int(perim_of[a]) for pair in touch_pairs for a in pair}
     return fold_groups(root, group_areas, shared_pairs, touch_pairs, perim,
-                       n_pixels, merge_fraction)
+                       n_pixels, merge_fraction, high=high)
 
 
 def _relabel_block(colour, lookup, connectivity, high_flag=False):
@@ -349,12 +349,13 @@ def stitch_labels(colour, *, n_pixels=5, connectivity=8, merge_fraction=0.5,
                           + np.maximum(da_[other], db_[other]))
         touch.update((int(k // (n + 1)), int(k % (n + 1))) for k in dkeys)
 
+    high = (np.bincount(piece, weights=p_high, minlength=n + 1).astype(np.int64)
+            if high_flag else None)
     root, group_areas = _merge_groups(n, areas, shared, touch, perim,
-                                      n_pixels, merge_fraction)
+                                      n_pixels, merge_fraction, high=high)
     ids = np.arange(n + 1)
     keep = (root == ids) & (group_areas >= n_pixels)
     if high_flag:
-        high = np.bincount(piece, weights=p_high, minlength=n + 1)
         group_high = np.zeros(n + 1, dtype=np.int64)
         np.add.at(group_high, root, high.astype(np.int64))
         keep &= group_high >= n_pixels
