@@ -134,7 +134,21 @@ class ModelConfig:
         Footprints with fewer pixels are ignored by the loss (neither
         source nor background).
     default_threshold : float, optional
-        Default probability threshold for detection.
+        Default probability threshold for detection (the finder's and
+        the command line's default): the calibrated operating point named
+        by ``default_operating_point`` when the model has one.
+    footprint_threshold : float or None, optional
+        Default probability at which footprints are delimited (see
+        `astro_deepcolor.postprocessing`); None: at the detection
+        threshold.
+    operating_points : dict, optional
+        Calibrated thresholds by name, e.g. ``{'5%': 0.93, '1%': 0.97}``:
+        the probability threshold that gives that contamination on the
+        validation images (``benchmarks/calibrate_thresholds.py``). A
+        finder accepts these names as ``threshold``.
+    default_operating_point : str or None, optional
+        The name in ``operating_points`` whose threshold is
+        ``default_threshold``.
     background_box : int, optional
         Mesh size of the background estimator used for the input.
     background_filter : int, optional
@@ -160,6 +174,9 @@ class ModelConfig:
     mu: float = 5.0
     min_area: int = 5
     default_threshold: float = 0.5
+    footprint_threshold: float | None = 0.8
+    operating_points: dict = dataclasses.field(default_factory=dict)
+    default_operating_point: str | None = None
     background_box: int = 64
     background_filter: int = 3
     asinh_scale: float = 2.0
@@ -180,6 +197,27 @@ class ModelConfig:
         setter(self, 'default_threshold',
                _check_real(self.default_threshold, 'default_threshold',
                            low=0.0, high=1.0))
+        if self.footprint_threshold is not None:
+            setter(self, 'footprint_threshold',
+                   _check_real(self.footprint_threshold, 'footprint_threshold',
+                               low=0.0, high=1.0))
+        if not isinstance(self.operating_points, dict):
+            msg = f'operating_points must be a dict, got {self.operating_points!r}'
+            raise TypeError(msg)
+        setter(self, 'operating_points', {
+            str(k): _check_real(v, f'operating_points[{k!r}]', low=0.0, high=1.0)
+            for k, v in self.operating_points.items()})
+        if self.default_operating_point is not None:
+            if self.default_operating_point not in self.operating_points:
+                msg = (f'default_operating_point {self.default_operating_point!r} '
+                       f'is not one of operating_points '
+                       f'{sorted(self.operating_points)}')
+                raise ValueError(msg)
+            if (self.operating_points[self.default_operating_point]
+                    != self.default_threshold):
+                msg = ('default_threshold must equal the threshold of the '
+                       'default operating point')
+                raise ValueError(msg)
         setter(self, 'background_box',
                _check_int(self.background_box, 'background_box', 4))
         setter(self, 'background_filter',
