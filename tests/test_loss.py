@@ -12,26 +12,54 @@ from astro_deepcolor.training.data import (  # noqa: E402
 )
 from astro_deepcolor.training.loss import (  # noqa: E402
     DeepColoringLoss,
+    assign_colors,
+    colour_preferences,
     deep_coloring_loss,
+    neighbour_pairs,
 )
 
 
-def _brute_force_colors(probs, labels, halo_pix, halo_src, mu):
-    """Reference colour assignment: a Python loop over sources."""
+def _brute_force_prefs(probs, labels, halo_pix, halo_src, mu):
+    """Reference colour preferences: a Python loop over sources."""
     p = probs.detach().numpy()
     k1 = p.shape[1]
     flat = p.transpose(0, 2, 3, 1).reshape(-1, k1)
     lab = labels.numpy().ravel()
     hp, hs = halo_pix.numpy(), halo_src.numpy()
-    colors = {}
+    prefs = {}
     for k in np.unique(lab[lab > 0]):
         fp = flat[lab == k, 1:]
         crit = np.log(fp).mean(axis=0)
         halo = flat[hp[hs == k], 1:]
         if len(halo):
             crit = crit + mu * np.log(1 - halo).mean(axis=0)
-        colors[int(k)] = int(np.argmax(crit))
-    return colors
+        prefs[int(k)] = crit
+    return prefs
+
+
+def _brute_force_colors(probs, labels, halo_pix, halo_src, mu):
+    """
+    Reference assignment: sequential greedy colouring, largest footprint
+    first (then lowest id), each source taking its preferred colour among
+    those its coloured neighbours do not use.
+    """
+    prefs = _brute_force_prefs(probs, labels, halo_pix, halo_src, mu)
+    lab = labels.numpy().ravel()
+    hp, hs = halo_pix.numpy(), halo_src.numpy()
+    neigh = {k: set() for k in prefs}
+    for pix, k in zip(hp, hs, strict=True):
+        o = int(lab[pix])
+        if o > 0 and o != k and o in prefs and int(k) in prefs:
+            neigh[int(k)].add(o)
+            neigh[o].add(int(k))
+    area = {k: int((lab == k).sum()) for k in prefs}
+    colors = {}
+    for k in sorted(prefs, key=lambda k: (-area[k], k)):
+        used = {colors[j] for j in neigh[k] if j in colors}
+        crit = prefs[k].copy()
+        crit[list(used)] = -np.inf
+        colors[k] = int(np.argmax(crit))
+    return colors, neigh
 
 
 def _random_case(seed, n_sources=30, shape=(2, 48, 48)):
@@ -57,13 +85,141 @@ def test_colors_match_brute_force(mu):
     hpix = torch.from_numpy(batch['halo_pix'])
     hsrc = torch.from_numpy(batch['halo_src'])
     _, det = deep_coloring_loss(logits, labels, hpix, hsrc, mu=mu,
-                                return_details=True)
-    ref = _brute_force_colors(torch.softmax(logits, 1), labels, hpix, hsrc, mu)
+                                min_usage=0.0, return_details=True)
+    ref, neigh = _brute_force_colors(torch.softmax(logits, 1), labels, hpix,
+                                     hsrc, mu)
     got = dict(zip(det['source_ids'].tolist(), det['colors'].tolist(),
                    strict=True))
     # Sources partially overwritten by later ones keep their surviving pixels.
     assert got == ref
     assert len(got) > 10
+    assert sum(len(v) for v in neigh.values()) > 10  # the case has groups
+    # The preferences themselves match the reference.
+    prefs = _brute_force_prefs(torch.softmax(logits, 1), labels, hpix, hsrc, mu)
+    for k, c in got.items():
+        if not neigh[k]:
+            assert c == int(np.argmax(prefs[k]))
+
+
+def test_neighbours_never_share_a_colour():
+    # Crowded random boxes: many touching groups. Every source with fewer
+    # neighbours than colours differs from all of them, whatever the
+    # network currently predicts (here: colour 1 everywhere).
+    rng = np.random.default_rng(3)
+    for seed in range(5):
+        logits, batch = _random_case(seed, n_sources=60)
+        logits[:, 1] += 8.0
+        labels = torch.from_numpy(batch['labels'])
+        _, det = deep_coloring_loss(
+            logits, labels, torch.from_numpy(batch['halo_pix']),
+            torch.from_numpy(batch['halo_src']), return_details=True)
+        colors, pairs = det['colors'], det['pairs']
+        assert len(pairs) > 10
+        deg = torch.bincount(pairs.ravel(), minlength=colors.numel())
+        ok = (deg[pairs[:, 0]] < 5) & (deg[pairs[:, 1]] < 5)
+        assert bool(ok.any())
+        assert (colors[pairs[ok, 0]] != colors[pairs[ok, 1]]).all()
+    del rng
+    # Two touching sources never share a colour, even with mu = 0.
+    labels, hpix, hsrc = _two_touching()
+    probs = torch.full((1, 4, 16, 16), 0.02)
+    probs[0, 0] = 0.94
+    probs[0, :, labels[0] > 0] = torch.tensor([0.02, 0.9, 0.05, 0.03])[:, None]
+    _, det = deep_coloring_loss(probs, labels, hpix, hsrc, mu=0.0,
+                                from_logits=False, return_details=True)
+    c1, c2 = det['colors'].tolist()
+    assert c1 != c2
+
+
+def test_dead_colour_still_gets_sources():
+    # 40 isolated sources; colour 3 (index 2) has probability ~1e-9
+    # everywhere and colour 1 is preferred everywhere. The quota gives
+    # every colour at least floor(0.5 * 40 / 4) = 5 sources.
+    labels = torch.zeros(1, 64, 64, dtype=torch.int64)
+    k = 0
+    for y in range(2, 62, 8):
+        for x in range(2, 62, 12):
+            k += 1
+            labels[0, y:y + 2, x:x + 2] = k
+    pix, src = halo_pairs_from_labels(labels[0].numpy(), 2)
+    logits = torch.zeros(1, 5, 64, 64)
+    logits[0, 0] = 3.0
+    logits[0, 1, labels[0] > 0] = 6.0
+    logits[0, 3] = -20.0
+    logits += 0.1 * torch.randn(1, 5, 64, 64, generator=torch.Generator().manual_seed(0))
+    _, det = deep_coloring_loss(logits, labels, torch.from_numpy(pix),
+                                torch.from_numpy(src), return_details=True)
+    counts = torch.bincount(det['colors'], minlength=4)
+    assert k == 40
+    assert len(det['pairs']) == 0
+    assert counts.min() >= 5
+    assert counts[2] == 5
+    # Without the quota the dead colour gets nothing.
+    _, det = deep_coloring_loss(logits, labels, torch.from_numpy(pix),
+                                torch.from_numpy(src), min_usage=0.0,
+                                return_details=True)
+    assert torch.bincount(det['colors'], minlength=4)[2] == 0
+    assert (det['colors'] == 0).all()
+
+
+def test_quota_takes_the_least_regretful_sources():
+    # Preferences by hand: 6 isolated sources all prefer colour 0; the
+    # quota (min_usage=1, C=3: 2 each) moves to colour 1 the two with the
+    # smallest loss of preference, and to colour 2 the next two.
+    pref = torch.tensor([[0.0, -5.0, -9.0],
+                         [0.0, -1.0, -9.0],
+                         [0.0, -2.0, -9.0],
+                         [0.0, -9.0, -0.5],
+                         [0.0, -9.0, -3.0],
+                         [0.0, -9.0, -9.0]])
+    colors = assign_colors(pref, torch.zeros((0, 2), dtype=torch.int64),
+                           min_usage=1.0)
+    assert torch.bincount(colors, minlength=3).tolist() == [2, 2, 2]
+    assert colors[3] == 2 and colors[1] == 1 and colors[2] == 1
+
+
+def test_neighbour_pairs_unique():
+    halo_src = torch.tensor([0, 0, 1, 1, 2, 2, 0])
+    owner = torch.tensor([1, 1, 0, -1, 2, 0, -1])
+    pairs = neighbour_pairs(halo_src, owner)
+    assert pairs.tolist() == [[0, 1], [0, 2]]
+
+
+def test_per_source_weighting_by_hand():
+    # Source 1: 4 px at p(colour) = 0.5; source 2: 1 px at 0.25 (with
+    # min_area 1). Per source: (log 2 + log 4) / 2, not the pixel mean
+    # (4 log 2 + log 4) / 5. With source weights 3 and 1 and one border
+    # pixel of weight 2 in source 1 the mean follows by hand.
+    labels = torch.zeros(1, 6, 6, dtype=torch.int64)
+    labels[0, :2, :2] = 1
+    labels[0, 4, 4] = 2
+    probs = torch.zeros(1, 3, 6, 6)
+    probs[0, 0] = 1.0
+    probs[0, :, :2, :2] = torch.tensor([0.5, 0.5, 0.0])[:, None, None]
+    probs[0, :, 4, 4] = torch.tensor([0.75, 0.25, 0.0])
+    probs[0, :, 1, 1] = torch.tensor([0.75, 0.25, 0.0])  # the border pixel
+    empty = torch.zeros(0, dtype=torch.int64)
+    _, det = deep_coloring_loss(probs, labels, empty, empty, from_logits=False,
+                                min_usage=0.0, return_details=True)
+    fp1 = (3 * np.log(2) + np.log(4)) / 4
+    assert float(det['fg']) == pytest.approx((fp1 + np.log(4)) / 2, rel=1e-5)
+    sw = torch.zeros(1, 6, 6)
+    sw[labels == 1] = 3.0
+    sw[labels == 2] = 1.0
+    pw = torch.ones(1, 6, 6)
+    pw[0, 1, 1] = 2.0
+    _, det = deep_coloring_loss(probs, labels, empty, empty, from_logits=False,
+                                min_usage=0.0, source_weights=sw,
+                                pixel_weights=pw, return_details=True)
+    fp1 = (3 * np.log(2) + 2 * np.log(4)) / 5
+    assert float(det['fg']) == pytest.approx((3 * fp1 + np.log(4)) / 4, rel=1e-5)
+
+
+def test_colour_preferences_shape():
+    pref = colour_preferences(torch.zeros(3, 4), torch.tensor([0, 0, 1]),
+                              torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64),
+                              2, 5.0)
+    assert pref.shape == (2, 4)
 
 
 def test_loss_value_by_hand():
@@ -104,7 +260,11 @@ def test_touching_sources_get_different_colors_when_halo_dominates():
     empty = (hpix, hsrc)
     _, det0 = deep_coloring_loss(probs, labels, *empty, mu=0.0,
                                  from_logits=False, return_details=True)
-    assert det0['colors'].tolist() == [0, 0]  # same colour without halo
+    # Without the halo term too: neighbours never share a colour, and the
+    # larger source keeps its preferred one.
+    c1, c2 = det0['colors'].tolist()
+    assert c1 == 0
+    assert c2 != c1
     _, det5 = deep_coloring_loss(probs, labels, *empty, mu=5.0,
                                  from_logits=False, return_details=True)
     c1, c2 = det5['colors'].tolist()

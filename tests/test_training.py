@@ -61,8 +61,9 @@ def test_make_crops_and_collate():
     rng = np.random.default_rng(0)
     crops = make_crops(sim, crop=64, n_crops=3, rng=rng, min_snr=3.0)
     assert len(crops) == 3
-    for img, lab, con in crops:
-        assert img.shape == lab.shape == con.shape == (64, 64)
+    for img, lab, con, wts in crops:
+        assert img.shape == lab.shape == con.shape == wts.shape == (64, 64)
+        assert ((wts > 0) == (lab > 0)).all()
         assert con.dtype == bool
         assert not con[lab != 0].any()
         assert img.dtype == np.float32
@@ -106,17 +107,62 @@ def test_hard_negative_crops():
     # (it is centred on such a pixel); uniform crops of 32 px often do not.
     hard = make_crops(sim, crop=32, n_crops=20, rng=np.random.default_rng(1),
                       hard_fraction=1.0)
-    assert all(c.any() for _, _, c in hard)
+    assert all(c.any() for _, _, c, _ in hard)
     rand = make_crops(sim, crop=32, n_crops=20, rng=np.random.default_rng(1))
-    assert sum(c.mean() for _, _, c in hard) > 2 * sum(c.mean() for _, _, c in rand)
+    assert (sum(c.mean() for _, _, c, _ in hard)
+            > 2 * sum(c.mean() for _, _, c, _ in rand))
     # A clean image has no contaminated pixel: crops fall back to uniform.
     clean = simulate_image((128, 128), regime='clean', seed=4)
     crops = make_crops(clean, crop=32, n_crops=3, rng=np.random.default_rng(1),
                        hard_fraction=1.0)
-    assert not any(c.any() for _, _, c in crops)
+    assert not any(c.any() for _, _, c, _ in crops)
     with pytest.raises(ValueError, match='hard_fraction'):
         make_crops(sim, crop=32, n_crops=1, rng=np.random.default_rng(1),
                    hard_fraction=1.5)
+
+
+def test_blend_crops_and_weights():
+    from astro_deepcolor.simulation import simulate_image
+    from astro_deepcolor.training.data import border_pixels
+
+    sim = simulate_image((256, 256), regime='contaminated', seed=5,
+                         blend_groups=200)
+    truth = sim.truth
+    assert (truth['group'] > 0).sum() >= 10
+    # Injected members are blends far more often than natural sources.
+    base = simulate_image((256, 256), regime='contaminated', seed=5)
+    inj = truth['group'] > 0
+    assert truth['blended'][inj].mean() > 1.5 * base.truth['blended'].mean()
+    # The natural population is untouched by the injection.
+    nat = sim.injected[sim.injected['group'] == 0]
+    np.testing.assert_allclose(np.sort(nat['x']), np.sort(base.injected['x']))
+    # Crops centred on hard sources hold more blended pixels than uniform
+    # crops, and hard sources carry the weight.
+    rng = np.random.default_rng(2)
+    hard = make_crops(sim, crop=32, n_crops=30, rng=rng, blend_fraction=1.0,
+                      hard_source_weight=3.0, augment=False)
+    rand = make_crops(sim, crop=32, n_crops=30, rng=np.random.default_rng(2),
+                      hard_source_weight=3.0, augment=False)
+    n_hard = sum((w == 3).sum() for *_, w in hard)
+    n_rand = sum((w == 3).sum() for *_, w in rand)
+    assert n_hard > 1.5 * n_rand
+    assert {float(v) for *_, w in hard for v in np.unique(w)} <= {0.0, 1.0, 3.0}
+    # Border pixels: where two labels meet, on both sides, nowhere else.
+    lab = np.zeros((10, 10), int)
+    lab[2:6, 1:4] = 1
+    lab[2:6, 4:7] = 2
+    lab[8, 8] = 3
+    b = border_pixels(lab, width=1)
+    assert b[2:6, 3].all() and b[2:6, 4].all()
+    assert not b[:, :3].any() and not b[:, 5:].any()
+    batch = collate([(np.zeros((10, 10), np.float32), lab)], 2, border_weight=4.0)
+    b = border_pixels(lab)  # the default width, 2 px
+    assert b[2:6, 2:6].all() and not b[:, 1].any()
+    assert set(np.unique(batch['pixel_weight'][0][b])) == {4.0}
+    assert set(np.unique(batch['pixel_weight'][0][~b])) == {1.0}
+    with pytest.raises(ValueError, match='blend_fraction'):
+        make_crops(sim, crop=32, n_crops=1, rng=rng, blend_fraction=0.6,
+                   hard_fraction=0.6)
 
 
 def test_detections_from_probs():
@@ -130,10 +176,12 @@ def test_detections_from_probs():
     assert segm.max() == 2
     np.testing.assert_allclose(sorted(xy[:, 0]), [4.5, 10.5])
     np.testing.assert_allclose(xy[:, 1], [7.0, 7.0])
-    # A colour flicker inside one source is repaired as at inference: one
+    # A colour flicker inside one source, below the detection threshold
+    # but above the footprint level, is repaired as at inference: one
     # detection, not a match plus a false positive.
-    probs[:, 6:9, 3:6] = np.array([0.1, 0.1, 0.8])[:, None, None]
-    segm, xy = detections_from_probs(probs, np.ones((20, 20)), 0.5, n_pixels=3)
+    probs[:, 6:9, 3:6] = np.array([0.3, 0.1, 0.6])[:, None, None]
+    segm, xy = detections_from_probs(probs, np.ones((20, 20)), 0.8, n_pixels=3,
+                                     footprint_threshold=0.5)
     assert segm.max() == 2
     assert (segm[5:10, 2:8] == segm[5, 2]).all()
     # Nothing above the threshold: an empty map, no centroid.

@@ -167,7 +167,7 @@ def load_recipe(recipe):
     return rec
 
 
-def recipe_image(recipe, seed):
+def recipe_image(recipe, seed, **kwargs):
     """
     Simulate the image of a recipe with a given seed.
 
@@ -177,6 +177,9 @@ def recipe_image(recipe, seed):
         The recipe.
     seed : int
         Image seed.
+    **kwargs
+        Further `simulate_image` options (e.g. ``blend_groups`` for
+        training images).
 
     Returns
     -------
@@ -184,7 +187,7 @@ def recipe_image(recipe, seed):
         The simulation.
     """
     recipe = load_recipe(recipe)
-    return simulate_image(seed=seed, **recipe.image_params(seed))
+    return simulate_image(seed=seed, **recipe.image_params(seed), **kwargs)
 
 
 def iter_recipe_images(recipe, split, *, n_images=None, start=0):

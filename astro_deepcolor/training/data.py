@@ -16,7 +16,16 @@ a contaminant changed (``sim.contaminants``), which the loss may weight
 up (``contaminant_weight``), and a fraction ``hard_fraction`` of the crops
 is centred on such a pixel (hard-negative sampling: a trail or a fringe
 covers a small part of an image, so random crops rarely show the network
-the artefacts it must learn to reject). Sources with a true S/N below ``min_snr`` are marked
+the artefacts it must learn to reject). A fraction ``blend_fraction`` of
+the crops is centred on a *hard source*: a source that touches another one
+(``truth['blended']``, which includes the close pairs and groups injected
+with ``blend_groups``, see `~astro_deepcolor.simulation.simulate_image`) or
+whose footprint lies on a contaminant; these sources also weigh
+``hard_source_weight`` times a normal source in the footprint term of the
+loss (the per-pixel map ``weights`` of a crop). Without that, the network
+learns to paint a close pair one colour and to suppress real sources on
+fringes and nebulosity (most misses of the previous model were of these
+two kinds). Sources with a true S/N below ``min_snr`` are marked
 *ignored* (label -1): they are too faint to be detectable, so the network
 is neither rewarded nor penalised for them. Halo pairs are computed on
 the final (augmented, cropped) label map by `halo_pairs_from_labels`.
@@ -33,7 +42,7 @@ import numpy as np
 
 from astro_deepcolor.preprocessing import estimate_background, normalize
 
-__all__ = ['CropStream', 'collate', 'halo_pairs_from_labels', 'make_crops']
+__all__ = ['CropStream', 'border_pixels', 'collate', 'halo_pairs_from_labels', 'make_crops']
 
 IGNORE = -1
 
@@ -103,8 +112,25 @@ def _augment(arrays, k, flip):
     return out
 
 
+def _hard_sources(sim, seg):
+    """Labels of the truth sources that are blended or lie on a contaminant."""
+    truth = sim.truth
+    if not len(truth):
+        return np.zeros(0, np.int64)
+    labels = np.asarray(truth['label'], dtype=np.int64)
+    hard = np.asarray(truth['blended'], dtype=bool).copy()
+    flagged = np.asarray(sim.contaminants) > 0
+    if flagged.any():
+        on = np.bincount(np.asarray(sim.segmentation.data)[flagged].ravel(),
+                         minlength=labels.max() + 1)
+        hard |= on[labels] > 0
+    hard &= np.isin(labels, seg[seg > 0])   # not ignored (too faint)
+    return labels[hard]
+
+
 def make_crops(sim, *, crop, n_crops, rng, min_snr=2.0, box_size=64,
-               filter_size=3, augment=True, hard_fraction=0.0):
+               filter_size=3, augment=True, hard_fraction=0.0,
+               blend_fraction=0.0, hard_source_weight=1.0):
     """
     Cut preprocessed, labelled training crops from one simulation.
 
@@ -128,17 +154,36 @@ def make_crops(sim, *, crop, n_crops, rng, min_snr=2.0, box_size=64,
         Probability that a crop is centred on a random contaminated
         background pixel (when the image has any) instead of placed
         uniformly.
+    blend_fraction : float, optional
+        Probability that a crop is centred on a random hard source
+        (blended, or on a contaminant) when the image has any.
+    hard_source_weight : float, optional
+        Weight of the hard sources' pixels in ``weights`` (others 1).
 
     Returns
     -------
     crops : list of tuple
-        ``(image, labels, contaminated)``: float32 (crop, crop) normalised
-        image, int64 label map (0 background, > 0 source, -1 ignored) and
-        bool mask of the background pixels changed by a contaminant.
+        ``(image, labels, contaminated, weights)``: float32 (crop, crop)
+        normalised image, int64 label map (0 background, > 0 source, -1
+        ignored), bool mask of the background pixels changed by a
+        contaminant, and float32 per-pixel source weight (the weight of
+        the source a pixel belongs to; 0 elsewhere).
     """
     hard_fraction = float(hard_fraction)
     if not 0.0 <= hard_fraction <= 1.0:
         msg = f'hard_fraction must be in [0, 1], got {hard_fraction!r}'
+        raise ValueError(msg)
+    blend_fraction = float(blend_fraction)
+    if not 0.0 <= blend_fraction <= 1.0:
+        msg = f'blend_fraction must be in [0, 1], got {blend_fraction!r}'
+        raise ValueError(msg)
+    if not hard_fraction + blend_fraction <= 1.0:
+        msg = (f'hard_fraction + blend_fraction must be <= 1, got '
+               f'{hard_fraction!r} + {blend_fraction!r}')
+        raise ValueError(msg)
+    hard_source_weight = float(hard_source_weight)
+    if not hard_source_weight >= 1.0:
+        msg = f'hard_source_weight must be >= 1, got {hard_source_weight!r}'
         raise ValueError(msg)
     bkg, rms = estimate_background(sim.data, box_size=box_size,
                                    filter_size=filter_size)
@@ -157,50 +202,120 @@ def make_crops(sim, *, crop, n_crops, rng, min_snr=2.0, box_size=64,
         raise ValueError(msg)
     contaminated = (np.asarray(sim.contaminants) > 0) & (seg == 0)
     hard_pix = np.flatnonzero(contaminated) if hard_fraction > 0 else []
+    hard_src = _hard_sources(sim, seg)
+    weight_lut = np.ones(max(int(seg.max(initial=0)), 0) + 1, np.float32)
+    weight_lut[0] = 0.0
+    weight_lut[hard_src] = hard_source_weight
+    weights = np.where(seg > 0, weight_lut[np.maximum(seg, 0)], 0.0).astype(np.float32)
+    if blend_fraction > 0 and hard_src.size:
+        tl = np.asarray(sim.truth['label'])
+        pos = np.searchsorted(tl, hard_src) if np.all(np.diff(tl) > 0) else None
+        if pos is None:
+            pos = np.array([np.flatnonzero(tl == h)[0] for h in hard_src])
+        hard_xy = np.stack([np.asarray(sim.truth['x'])[pos],
+                            np.asarray(sim.truth['y'])[pos]], axis=1)
+    else:
+        hard_xy = np.zeros((0, 2))
     crops = []
     for _ in range(n_crops):
-        if len(hard_pix) and rng.random() < hard_fraction:
+        u = rng.random()
+        if len(hard_pix) and u < hard_fraction:
             yc, xc = divmod(int(hard_pix[rng.integers(len(hard_pix))]), nx)
-            y0 = min(max(yc - crop // 2, 0), ny - crop)
-            x0 = min(max(xc - crop // 2, 0), nx - crop)
+        elif len(hard_xy) and u < hard_fraction + blend_fraction:
+            xc, yc = hard_xy[rng.integers(len(hard_xy))]
+            # Off-centre by up to a quarter crop, so the network does not
+            # learn that blends sit in the middle.
+            xc = int(round(xc)) + int(rng.integers(-crop // 4, crop // 4 + 1))
+            yc = int(round(yc)) + int(rng.integers(-crop // 4, crop // 4 + 1))
         else:
+            yc = xc = None
+        if yc is None:
             y0 = int(rng.integers(0, ny - crop + 1))
             x0 = int(rng.integers(0, nx - crop + 1))
+        else:
+            y0 = min(max(yc - crop // 2, 0), ny - crop)
+            x0 = min(max(xc - crop // 2, 0), nx - crop)
         sl = (slice(y0, y0 + crop), slice(x0, x0 + crop))
-        arrays = (image[sl], seg[sl], contaminated[sl])
+        arrays = (image[sl], seg[sl], contaminated[sl], weights[sl])
         if augment:
             arrays = _augment(arrays, int(rng.integers(4)),
                               bool(rng.integers(2)))
-        img, lab, con = arrays
+        img, lab, con, wts = arrays
         crops.append((np.ascontiguousarray(img, dtype=np.float32),
-                      np.ascontiguousarray(lab), np.ascontiguousarray(con)))
+                      np.ascontiguousarray(lab), np.ascontiguousarray(con),
+                      np.ascontiguousarray(wts, dtype=np.float32)))
     return crops
 
 
-def collate(samples, halo_radius):
+def border_pixels(labels, width=2):
+    """
+    Source pixels within ``width`` pixels of another source's footprint.
+
+    Parameters
+    ----------
+    labels : 2D `~numpy.ndarray` of int
+        Label map (> 0 sources; 0 background and < 0 ignored are not
+        sources).
+    width : int, optional
+        Distance in pixels (Chebyshev).
+
+    Returns
+    -------
+    border : 2D `~numpy.ndarray` of bool
+        True on the pixels of a source that have a pixel of another
+        source within ``width`` pixels: where two neighbours meet, which
+        is where the colours must differ.
+    """
+    from scipy import ndimage
+
+    lab = np.asarray(labels)
+    size = 2 * int(width) + 1
+    src = lab > 0
+    big = int(lab.max(initial=0)) + 1
+    hi = ndimage.maximum_filter(np.where(src, lab, 0).astype(np.int64), size,
+                                mode='constant', cval=0)
+    lo = ndimage.minimum_filter(np.where(src, lab, big).astype(np.int64), size,
+                                mode='constant', cval=big)
+    return src & (((hi > 0) & (hi != lab)) | ((lo < big) & (lo != lab)))
+
+
+def collate(samples, halo_radius, border_weight=1.0):
     """
     Stack samples into a batch with batch-unique source ids and halo pairs.
 
     Parameters
     ----------
     samples : list of tuple
-        ``(image, labels)`` or ``(image, labels, contaminated)`` tuples of
-        equal shape.
+        ``(image, labels)``, ``(image, labels, contaminated)`` or
+        ``(image, labels, contaminated, weights)`` tuples of equal shape
+        (see `make_crops`).
     halo_radius : int
         Halo radius in pixels.
+    border_weight : float, optional
+        Weight in the footprint term of a source pixel that borders
+        another source (`border_pixels`), relative to its other pixels.
 
     Returns
     -------
     batch : dict of `numpy.ndarray`
         ``image`` (B, 1, H, W) float32, ``labels`` (B, H, W) int64 with
         ids offset so they are unique across the batch, ``halo_pix``
-        (flat index into B*H*W) and ``halo_src`` (batch-unique id), and
-        ``contaminated`` (B, H, W) bool (all False for 2-tuples).
+        (flat index into B*H*W) and ``halo_src`` (batch-unique id),
+        ``contaminated`` (B, H, W) bool (all False for 2-tuples),
+        ``source_weight`` (B, H, W) float32 (the weight of the source a
+        pixel belongs to, 1 without ``weights``) and ``pixel_weight``
+        (B, H, W) float32 (``border_weight`` on border pixels, else 1).
     """
-    images, labels, hpix, hsrc, conts = [], [], [], [], []
+    images, labels, hpix, hsrc, conts, swts, pwts = [], [], [], [], [], [], []
     offset = 0
     for i, (img, lab, *rest) in enumerate(samples):
         conts.append(rest[0] if rest else np.zeros(lab.shape, bool))
+        swts.append(rest[1] if len(rest) > 1
+                    else (lab > 0).astype(np.float32))
+        pw = np.ones(lab.shape, np.float32)
+        if border_weight != 1.0:
+            pw[border_pixels(lab)] = border_weight
+        pwts.append(pw)
         npix = lab.size
         pix, src = halo_pairs_from_labels(lab, halo_radius)
         lab = np.where(lab > 0, lab + offset, lab)
@@ -213,7 +328,9 @@ def collate(samples, halo_radius):
             'labels': np.stack(labels).astype(np.int64),
             'halo_pix': np.concatenate(hpix).astype(np.int64),
             'halo_src': np.concatenate(hsrc).astype(np.int64),
-            'contaminated': np.stack(conts).astype(bool)}
+            'contaminated': np.stack(conts).astype(bool),
+            'source_weight': np.stack(swts).astype(np.float32),
+            'pixel_weight': np.stack(pwts).astype(np.float32)}
 
 
 class CropStream:
@@ -235,15 +352,19 @@ class CropStream:
         Index of the first image (for resuming).
     split : str, optional
         Recipe split whose seed range is used (``'train'``).
-    min_snr, hard_fraction : float, optional
+    min_snr, hard_fraction, blend_fraction, hard_source_weight : float, optional
         See `make_crops`.
+    blend_groups : float, optional
+        Close pairs and small groups injected per megapixel (see
+        `~astro_deepcolor.simulation.simulate_image`).
     box_size, filter_size : int, optional
         Background estimator settings.
     """
 
     def __init__(self, recipes, *, crop, crops_per_image, seed, start=0,
                  split='train', min_snr=2.0, box_size=64, filter_size=3,
-                 hard_fraction=0.0):
+                 hard_fraction=0.0, blend_fraction=0.0, hard_source_weight=1.0,
+                 blend_groups=0.0):
         from astro_deepcolor.simulation import load_recipe
 
         if not recipes:
@@ -264,6 +385,9 @@ class CropStream:
         self.box_size = int(box_size)
         self.filter_size = int(filter_size)
         self.hard_fraction = float(hard_fraction)
+        self.blend_fraction = float(blend_fraction)
+        self.hard_source_weight = float(hard_source_weight)
+        self.blend_groups = float(blend_groups)
 
     def image_crops(self, index):
         """
@@ -285,11 +409,13 @@ class CropStream:
         recipe = self.recipes[int(rng.choice(len(self.recipes), p=self.weights))]
         seeds = recipe.seeds(self.split)
         img_seed = seeds[int(rng.integers(len(seeds)))]
-        sim = recipe_image(recipe, img_seed)
+        sim = recipe_image(recipe, img_seed, blend_groups=self.blend_groups)
         return make_crops(sim, crop=self.crop, n_crops=self.crops_per_image,
                           rng=rng, min_snr=self.min_snr,
                           box_size=self.box_size, filter_size=self.filter_size,
-                          hard_fraction=self.hard_fraction)
+                          hard_fraction=self.hard_fraction,
+                          blend_fraction=self.blend_fraction,
+                          hard_source_weight=self.hard_source_weight)
 
     def iter_images(self, worker=0, n_workers=1):
         """
@@ -328,7 +454,7 @@ def _torch_dataset_class():
     return _TorchCropStream
 
 
-def batches(stream, batch_size, halo_radius, *, num_workers=1):
+def batches(stream, batch_size, halo_radius, *, num_workers=1, border_weight=1.0):
     """
     Yield collated batches from a `CropStream` through a DataLoader.
 
@@ -342,6 +468,8 @@ def batches(stream, batch_size, halo_radius, *, num_workers=1):
         Halo radius for `collate`.
     num_workers : int, optional
         DataLoader worker processes (0: in the main process).
+    border_weight : float, optional
+        See `collate`.
 
     Yields
     ------
@@ -360,7 +488,7 @@ def batches(stream, batch_size, halo_radius, *, num_workers=1):
     def _collate(items):
         crops = [c for item in items for c in item]
         return {k: torch.from_numpy(v)
-                for k, v in collate(crops, halo_radius).items()}
+                for k, v in collate(crops, halo_radius, border_weight).items()}
 
     dataset = _torch_dataset_class()(stream)
     loader = torch.utils.data.DataLoader(

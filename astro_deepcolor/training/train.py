@@ -80,6 +80,20 @@ class TrainConfig:
     contaminant_weight : float
         Weight of contaminated background pixels in the background term
         of the loss, relative to clean sky (>= 1).
+    blend_groups : float
+        Close pairs and small groups injected per megapixel into each
+        training image (`~astro_deepcolor.simulation.simulate_image`).
+    blend_fraction : float
+        Fraction of crops centred on a blended source or a source on a
+        contaminant (see `astro_deepcolor.training.data`).
+    hard_source_weight : float
+        Weight of those sources in the footprint term (>= 1).
+    border_weight : float
+        Weight of the source pixels that border another source, within
+        their source's footprint mean (>= 1).
+    min_usage : float
+        Colour quota of the colour assignment
+        (`~astro_deepcolor.training.loss.assign_colors`; 0 disables it).
     init_weights : str or None
         Checkpoint (``.pt``) whose network weights start a new run (a
         fine-tuning stage: fresh optimiser, schedule and data stream);
@@ -100,7 +114,9 @@ class TrainConfig:
     device : str
         'auto' (CUDA when available), 'cpu' or 'cuda'.
     amp : bool
-        Mixed precision on CUDA.
+        Mixed precision: bf16 autocast on CPU and on CUDA where supported
+        (else fp16 with gradient scaling), with channels-last memory
+        layout (2.5x faster per step on CPU).
     """
 
     out_dir: str = 'cache/train'
@@ -119,6 +135,11 @@ class TrainConfig:
     min_snr: float = 2.0
     hard_fraction: float = 0.0
     contaminant_weight: float = 1.0
+    blend_groups: float = 0.0
+    blend_fraction: float = 0.0
+    hard_source_weight: float = 1.0
+    border_weight: float = 1.0
+    min_usage: float = 0.0
     init_weights: str | None = None
     seed: int = 0
     num_workers: int = 1
@@ -159,6 +180,20 @@ class TrainConfig:
         if not self.contaminant_weight >= 1:
             msg = (f'contaminant_weight must be >= 1, got '
                    f'{self.contaminant_weight!r}')
+            raise ValueError(msg)
+        if not 0 <= self.blend_fraction <= 1 - self.hard_fraction:
+            msg = (f'blend_fraction must be in [0, 1 - hard_fraction], got '
+                   f'{self.blend_fraction!r}')
+            raise ValueError(msg)
+        if not 0 <= self.blend_groups <= 1e4:
+            msg = f'blend_groups must be in [0, 1e4], got {self.blend_groups!r}'
+            raise ValueError(msg)
+        for name in ('hard_source_weight', 'border_weight'):
+            if not getattr(self, name) >= 1:
+                msg = f'{name} must be >= 1, got {getattr(self, name)!r}'
+                raise ValueError(msg)
+        if not 0 <= self.min_usage <= 1:
+            msg = f'min_usage must be in [0, 1], got {self.min_usage!r}'
             raise ValueError(msg)
         if self.device not in ('auto', 'cpu', 'cuda'):
             msg = f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}"
@@ -252,18 +287,38 @@ def _device(tc):
     return torch.device('cpu')
 
 
-def _predictor(net, device, tile_multiple):
+def _predictor(net, device, tile_multiple, amp_dtype=None):
     def predict(image):
         ny, nx = image.shape
         py, px = (-ny) % tile_multiple, (-nx) % tile_multiple
         x = np.pad(image, ((0, py), (0, px)))
         net.eval()
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype or torch.float32,
+                                             enabled=amp_dtype is not None):
             t = torch.from_numpy(np.ascontiguousarray(x))[None, None].to(device)
             p = torch.softmax(net(t).float(), dim=1)[0, :, :ny, :nx]
         net.train()
         return p.cpu().numpy()
     return predict
+
+
+def _colour_summary(val_set, predict, radius, n_colors):
+    """Colour usage and neighbour separation over the validation images."""
+    from astro_deepcolor.evaluation.colours import colour_statistics
+
+    counts = np.zeros(n_colors, np.int64)
+    pairs = distinct = 0
+    for _, image, _, tseg, _ in val_set.items:
+        st = colour_statistics(predict(image), tseg, radius=radius)
+        counts += np.asarray(st['colour_counts'])
+        if st['n_neighbour_pairs']:
+            pairs += st['n_neighbour_pairs']
+            distinct += st['distinct_fraction'] * st['n_neighbour_pairs']
+    n = counts.sum()
+    return {'colour_counts': counts.tolist(),
+            'live_colours': int((counts >= max(1, 0.01 * n)).sum()),
+            'n_neighbour_pairs': int(pairs),
+            'distinct_fraction': float(distinct / pairs) if pairs else float('nan')}
 
 
 def train(model_config, train_config, *, resume=False, progress=True,
@@ -306,13 +361,15 @@ def train(model_config, train_config, *, resume=False, progress=True,
     device = _device(tc)
 
     torch.manual_seed(tc.seed)
-    net = UNet(model_config).to(device)
+    memory_format = torch.channels_last if tc.amp else torch.contiguous_format
+    net = UNet(model_config).to(device, memory_format=memory_format)
     opt = torch.optim.AdamW(net.parameters(), lr=tc.lr,
                             weight_decay=tc.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(tc))
     criterion = DeepColoringLoss(mu=model_config.mu, fg_weight=tc.fg_weight,
                                  min_area=model_config.min_area,
-                                 contaminant_weight=tc.contaminant_weight)
+                                 contaminant_weight=tc.contaminant_weight,
+                                 min_usage=tc.min_usage)
     step, best, history = 0, -1.0, []
     if resume:
         state = _load_checkpoint(
@@ -341,16 +398,23 @@ def train(model_config, train_config, *, resume=False, progress=True,
         log(f'new run: model {model_config.to_json()}')
         log(f'train {json.dumps(dataclasses.asdict(tc), sort_keys=True)}')
 
-    use_amp = tc.amp and device.type == 'cuda'
-    amp_dtype = (torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported()
-                 else torch.float16)
-    scaler = torch.amp.GradScaler('cuda', enabled=use_amp and amp_dtype == torch.float16)
+    use_amp = tc.amp
+    if device.type == 'cuda':
+        amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported()
+                     else torch.float16)
+    else:
+        amp_dtype = torch.bfloat16
+    scaler = torch.amp.GradScaler(device.type, enabled=(
+        use_amp and device.type == 'cuda' and amp_dtype == torch.float16))
 
     images_per_batch = tc.batch_size // tc.crops_per_image
     stream = CropStream(tc.recipes, crop=tc.crop,
                         crops_per_image=tc.crops_per_image, seed=tc.seed,
                         start=step * images_per_batch, min_snr=tc.min_snr,
                         hard_fraction=tc.hard_fraction,
+                        blend_fraction=tc.blend_fraction,
+                        hard_source_weight=tc.hard_source_weight,
+                        blend_groups=tc.blend_groups,
                         box_size=model_config.background_box,
                         filter_size=model_config.background_filter)
     val_set = None
@@ -366,6 +430,11 @@ def train(model_config, train_config, *, resume=False, progress=True,
                 'fg_weight': tc.fg_weight, 'lr': tc.lr,
                 'hard_fraction': tc.hard_fraction,
                 'contaminant_weight': tc.contaminant_weight,
+                'blend_groups': tc.blend_groups,
+                'blend_fraction': tc.blend_fraction,
+                'hard_source_weight': tc.hard_source_weight,
+                'border_weight': tc.border_weight,
+                'min_usage': tc.min_usage,
                 'init_weights': tc.init_weights,
                 'best_score': best,
                 'last_validation': history[-1] if history else None}
@@ -382,10 +451,13 @@ def train(model_config, train_config, *, resume=False, progress=True,
     def validate():
         nonlocal best
         t0 = time.perf_counter()
-        res = val_set.evaluate(_predictor(net, device, model_config.tile_multiple),
-                               n_pixels=model_config.min_area)
+        # Validation in float32, as the exported model runs.
+        predict = _predictor(net, device, model_config.tile_multiple)
+        res = val_set.evaluate(predict, n_pixels=model_config.min_area)
         score = float(np.mean([r['score'] for r in res.values()]))
-        entry = {'step': step, 'score': score,
+        colours = _colour_summary(val_set, predict, model_config.halo_radius,
+                                  model_config.n_colors)
+        entry = {'step': step, 'score': score, 'colours': colours,
                  **{k: {'completeness_at_5pc': r['best_completeness'],
                         'threshold': r['best_threshold'],
                         'contamination': r['best_contamination'],
@@ -397,6 +469,10 @@ def train(model_config, train_config, *, resume=False, progress=True,
                 f'{v:.3f}' for v in r['completeness_at'].values())
             + ' at contamination<=5/10/20%'
             for k, r in res.items())
+            + f"; live colours {colours['live_colours']}/{model_config.n_colors}"
+            f" (sources per colour {colours['colour_counts']}),"
+            f" neighbour pairs coloured differently"
+            f" {colours['distinct_fraction']:.3f} of {colours['n_neighbour_pairs']}"
             + f' [{time.perf_counter() - t0:.1f}s]')
         # Weights-only snapshot of every validated step, for a later
         # comparison on more images (benchmarks/compare_checkpoints.py).
@@ -424,34 +500,39 @@ def train(model_config, train_config, *, resume=False, progress=True,
     net.train()
     last_loss = float('nan')
     data = batches(stream, tc.batch_size, model_config.halo_radius,
-                   num_workers=tc.num_workers)
+                   num_workers=tc.num_workers, border_weight=tc.border_weight)
     try:
         for batch in data:
             if step >= end:
                 break
-            x = batch['image'].to(device, non_blocking=True)
+            x = batch['image'].to(device, non_blocking=True).contiguous(
+                memory_format=memory_format)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 logits = net(x)
             loss, det = criterion(logits.float(), batch['labels'].to(device),
                                   batch['halo_pix'].to(device),
                                   batch['halo_src'].to(device),
                                   batch['contaminated'].to(device),
-                                  return_details=True)
+                                  return_details=True,
+                                  source_weights=batch['source_weight'].to(device),
+                                  pixel_weights=batch['pixel_weight'].to(device))
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
             sched.step()
             step += 1
+            n_live = int(torch.unique(det['colors']).numel())
             window.append([loss.item(), float(det['fg']), float(det['bg']),
-                           det['source_ids'].numel()])
+                           det['source_ids'].numel(), len(det['pairs']), n_live])
             bar.update(1)
             if step % tc.log_every == 0:
                 w = np.mean(window, axis=0)
                 dt = time.perf_counter() - t_window
                 last_loss = float(w[0])
                 log(f'step {step} loss {w[0]:.4f} fg {w[1]:.4f} bg {w[2]:.4f} '
-                    f'sources/batch {w[3]:.0f} lr {sched.get_last_lr()[0]:.2e} '
+                    f'sources/batch {w[3]:.0f} neighbour pairs/batch {w[4]:.0f} '
+                    f'colours assigned {w[5]:.1f} lr {sched.get_last_lr()[0]:.2e} '
                     f'{dt / len(window):.2f}s/step')
                 bar.set_postfix(loss=f'{w[0]:.4f}')
                 window, t_window = [], time.perf_counter()
