@@ -175,7 +175,9 @@ def test_quota_takes_the_least_regretful_sources():
     colors = assign_colors(pref, torch.zeros((0, 2), dtype=torch.int64),
                            min_usage=1.0)
     assert torch.bincount(colors, minlength=3).tolist() == [2, 2, 2]
-    assert colors[3] == 2 and colors[1] == 1 and colors[2] == 1
+    assert colors[3] == 2
+    assert colors[1] == 1
+    assert colors[2] == 1
 
 
 def test_neighbour_pairs_unique():

@@ -153,11 +153,14 @@ def test_blend_crops_and_weights():
     lab[2:6, 4:7] = 2
     lab[8, 8] = 3
     b = border_pixels(lab, width=1)
-    assert b[2:6, 3].all() and b[2:6, 4].all()
-    assert not b[:, :3].any() and not b[:, 5:].any()
+    assert b[2:6, 3].all()
+    assert b[2:6, 4].all()
+    assert not b[:, :3].any()
+    assert not b[:, 5:].any()
     batch = collate([(np.zeros((10, 10), np.float32), lab)], 2, border_weight=4.0)
     b = border_pixels(lab)  # the default width, 2 px
-    assert b[2:6, 2:6].all() and not b[:, 1].any()
+    assert b[2:6, 2:6].all()
+    assert not b[:, 1].any()
     assert set(np.unique(batch['pixel_weight'][0][b])) == {4.0}
     assert set(np.unique(batch['pixel_weight'][0][~b])) == {1.0}
     with pytest.raises(ValueError, match='blend_fraction'):
@@ -342,8 +345,13 @@ def test_load_config_and_errors(tmp_path):
     bad.write_text('train: {hard_fraction: 2}\n')
     with pytest.raises(ValueError, match='hard_fraction must be in'):
         load_config(bad)
-    # The second stage of the shipped model shares the first's architecture.
-    mc2, tc2 = load_config(root / 'configs' / 'finetune.yaml')
-    assert mc2 == mc
-    assert tc2.init_weights
-    assert tc2.hard_fraction > 0
+    bad.write_text('train: {blend_fraction: 0.8, hard_fraction: 0.5}\n')
+    with pytest.raises(ValueError, match='blend_fraction must be in'):
+        load_config(bad)
+    bad.write_text('train: {min_usage: 2}\n')
+    with pytest.raises(ValueError, match='min_usage must be in'):
+        load_config(bad)
+    # The shipped model's recipe trains from scratch with blends injected,
+    # crops on blends and artefacts and every colour kept alive.
+    assert not tc.init_weights
+    assert tc.blend_groups > 0 and tc.blend_fraction > 0 and tc.min_usage > 0

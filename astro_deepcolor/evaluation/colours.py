@@ -82,5 +82,5 @@ def colour_statistics(probs, segmentation, *, radius=8, min_fraction=0.01):
     else:
         distinct = float('nan')
     return {'n_sources': n_src, 'colour_counts': counts.tolist(),
-            'live_colours': live, 'n_neighbour_pairs': int(len(pairs)),
+            'live_colours': live, 'n_neighbour_pairs': len(pairs),
             'distinct_fraction': distinct}

@@ -225,8 +225,8 @@ def make_crops(sim, *, crop, n_crops, rng, min_snr=2.0, box_size=64,
             xc, yc = hard_xy[rng.integers(len(hard_xy))]
             # Off-centre by up to a quarter crop, so the network does not
             # learn that blends sit in the middle.
-            xc = int(round(xc)) + int(rng.integers(-crop // 4, crop // 4 + 1))
-            yc = int(round(yc)) + int(rng.integers(-crop // 4, crop // 4 + 1))
+            xc = round(xc) + int(rng.integers(-crop // 4, crop // 4 + 1))
+            yc = round(yc) + int(rng.integers(-crop // 4, crop // 4 + 1))
         else:
             yc = xc = None
         if yc is None:
