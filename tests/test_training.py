@@ -354,4 +354,6 @@ def test_load_config_and_errors(tmp_path):
     # The shipped model's recipe trains from scratch with blends injected,
     # crops on blends and artefacts and every colour kept alive.
     assert not tc.init_weights
-    assert tc.blend_groups > 0 and tc.blend_fraction > 0 and tc.min_usage > 0
+    assert tc.blend_groups > 0
+    assert tc.blend_fraction > 0
+    assert tc.min_usage > 0
