@@ -116,9 +116,13 @@ def _plot(image, probs, segm, pairs, split, path):
         sl = (slice(int(cy) - 14, int(cy) + 14), slice(int(cx) - 14, int(cx) + 14))
         sub = image[sl] - np.median(image)
         axes[0, j].imshow(np.arcsinh(sub / 3), origin='lower', cmap='gray')
-        axes[1, j].imshow(rgb[sl], origin='lower')
-        axes[1, j].contour(seg[sl], levels=np.arange(seg[sl].max() + 1) + 0.5,
-                           colors='w', linewidths=0.5)
+        sub_seg = seg[sl]
+        edge = np.zeros(sub_seg.shape, bool)
+        edge[:-1] |= sub_seg[:-1] != sub_seg[1:]
+        edge[:, :-1] |= sub_seg[:, :-1] != sub_seg[:, 1:]
+        shown = rgb[sl].copy()
+        shown[edge] = 1.0   # segment boundaries in white
+        axes[1, j].imshow(shown, origin='lower')
         for ax in axes[:, j]:
             ax.set_xticks([])
             ax.set_yticks([])
@@ -127,7 +131,7 @@ def _plot(image, probs, segm, pairs, split, path):
                               color='k' if split[k] else 'r')
     axes[0, 0].set_ylabel('image', fontsize=8)
     axes[1, 0].set_ylabel('colour (hue), p_fg (value)', fontsize=7)
-    fig.suptitle('CNN colour maps on isolated star pairs (white: segment outlines)',
+    fig.suptitle('CNN colour maps on isolated star pairs (white: segment boundaries)',
                  fontsize=9)
     fig.savefig(path, dpi=130)
     print('wrote', path)
