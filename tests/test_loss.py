@@ -215,6 +215,14 @@ def test_per_source_weighting_by_hand():
                                 pixel_weights=pw, return_details=True)
     fp1 = (3 * np.log(2) + 2 * np.log(4)) / 5
     assert float(det['fg']) == pytest.approx((3 * fp1 + np.log(4)) / 4, rel=1e-5)
+    # Half of it a per-pixel mean with the same weights: pixel weights
+    # 3, 3, 3, 6 (source 1) and 1 (source 2).
+    _, det = deep_coloring_loss(probs, labels, empty, empty, from_logits=False,
+                                min_usage=0.0, source_weights=sw, pixel_weights=pw,
+                                pixel_share=0.5, return_details=True)
+    pix = (9 * np.log(2) + 6 * np.log(4) + np.log(4)) / 16
+    assert float(det['fg']) == pytest.approx(
+        0.5 * (3 * fp1 + np.log(4)) / 4 + 0.5 * pix, rel=1e-5)
 
 
 def test_colour_preferences_shape():

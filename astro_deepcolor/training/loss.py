@@ -39,7 +39,8 @@ The loss is then a per-source footprint term plus a background term:
     bg = weighted mean over background pixels of -log y_0
     loss = fg_weight * fg + (1 - fg_weight) * bg
 
-The footprint term is averaged per *source*, not per pixel, so a faint
+(with a share ``pixel_share`` of the plain weighted per-pixel mean mixed
+in). The footprint term is averaged per *source*, not per pixel, so a faint
 5-pixel source weighs as much as a 2000-pixel galaxy and the members of a
 pair are not drowned by the big objects of the crop. ``w_k`` is a
 per-source weight (``source_weights``: the trainer weighs blended sources
@@ -262,7 +263,7 @@ def assign_colors(pref, pairs, priority=None, *, min_usage=0.5):
 def deep_coloring_loss(output, labels, halo_pix, halo_src, *, mu=5.0,
                        fg_weight=0.5, min_area=1, from_logits=True,
                        bg_weights=None, source_weights=None, pixel_weights=None,
-                       min_usage=0.5, return_details=False):
+                       min_usage=0.5, pixel_share=0.0, return_details=False):
     """
     Deep-coloring loss of a batch.
 
@@ -295,6 +296,14 @@ def deep_coloring_loss(output, labels, halo_pix, halo_src, *, mu=5.0,
         its source's mean; None: 1.
     min_usage : float, optional
         Colour quota of `assign_colors`.
+    pixel_share : float, optional
+        Share of a per-pixel mean in the footprint term:
+        ``fg = (1 - pixel_share) * per-source mean + pixel_share *
+        per-pixel mean`` (both with the same weights). A pure per-source
+        mean weighs the core of a 2000-pixel star 400 times less than a
+        5-pixel source, and a network trained with it paints bright stars
+        in concentric rings of colours (each ring a false detection); a
+        share of per-pixel mean keeps big sources whole.
     return_details : bool, optional
         Also return a dict with the chosen colours and term values.
 
@@ -378,6 +387,10 @@ def deep_coloring_loss(output, labels, halo_pix, halo_src, *, mu=5.0,
             wk = torch.zeros(n_src, device=dev, dtype=nll.dtype).index_add_(0, src, sw)
             wk = wk / torch.bincount(src, minlength=n_src).clamp_min(1)
         fg_term = (wk * per_source).sum() / wk.sum().clamp_min(1e-12)
+        if pixel_share > 0:
+            wp = wk[src] * v
+            pixel_term = (wp * nll).sum() / wp.sum().clamp_min(1e-12)
+            fg_term = (1.0 - pixel_share) * fg_term + pixel_share * pixel_term
     else:
         colors = torch.zeros(0, dtype=torch.int64, device=dev)
         fg_term = zero
@@ -425,10 +438,13 @@ class DeepColoringLoss(nn.Module):
         as contaminated in the background term (>= 1; 1 = unweighted).
     min_usage : float, optional
         Colour quota of `assign_colors` (0 disables it).
+    pixel_share : float, optional
+        Share of the per-pixel mean in the footprint term (see
+        `deep_coloring_loss`).
     """
 
     def __init__(self, mu=5.0, fg_weight=0.5, min_area=1,
-                 contaminant_weight=1.0, min_usage=0.5):
+                 contaminant_weight=1.0, min_usage=0.5, pixel_share=0.0):
         super().__init__()
         if not mu >= 0:
             msg = f'mu must be >= 0, got {mu!r}'
@@ -450,6 +466,10 @@ class DeepColoringLoss(nn.Module):
             msg = f'min_usage must be in [0, 1], got {min_usage!r}'
             raise ValueError(msg)
         self.min_usage = float(min_usage)
+        if not 0 <= pixel_share <= 1:
+            msg = f'pixel_share must be in [0, 1], got {pixel_share!r}'
+            raise ValueError(msg)
+        self.pixel_share = float(pixel_share)
 
     def forward(self, logits, labels, halo_pix, halo_src, contaminated=None,
                 return_details=False, source_weights=None, pixel_weights=None):
@@ -487,4 +507,5 @@ class DeepColoringLoss(nn.Module):
                                   source_weights=source_weights,
                                   pixel_weights=pixel_weights,
                                   min_usage=self.min_usage,
+                                  pixel_share=self.pixel_share,
                                   return_details=return_details)

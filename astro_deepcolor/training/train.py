@@ -91,6 +91,9 @@ class TrainConfig:
     border_weight : float
         Weight of the source pixels that border another source, within
         their source's footprint mean (>= 1).
+    pixel_share : float
+        Share of the per-pixel mean in the footprint term of the loss
+        (`~astro_deepcolor.training.loss.deep_coloring_loss`).
     min_usage : float
         Colour quota of the colour assignment
         (`~astro_deepcolor.training.loss.assign_colors`; 0 disables it).
@@ -140,6 +143,7 @@ class TrainConfig:
     hard_source_weight: float = 1.0
     border_weight: float = 1.0
     min_usage: float = 0.0
+    pixel_share: float = 0.0
     init_weights: str | None = None
     seed: int = 0
     num_workers: int = 1
@@ -192,6 +196,9 @@ class TrainConfig:
             if not getattr(self, name) >= 1:
                 msg = f'{name} must be >= 1, got {getattr(self, name)!r}'
                 raise ValueError(msg)
+        if not 0 <= self.pixel_share <= 1:
+            msg = f'pixel_share must be in [0, 1], got {self.pixel_share!r}'
+            raise ValueError(msg)
         if not 0 <= self.min_usage <= 1:
             msg = f'min_usage must be in [0, 1], got {self.min_usage!r}'
             raise ValueError(msg)
@@ -369,7 +376,8 @@ def train(model_config, train_config, *, resume=False, progress=True,
     criterion = DeepColoringLoss(mu=model_config.mu, fg_weight=tc.fg_weight,
                                  min_area=model_config.min_area,
                                  contaminant_weight=tc.contaminant_weight,
-                                 min_usage=tc.min_usage)
+                                 min_usage=tc.min_usage,
+                                 pixel_share=tc.pixel_share)
     step, best, history = 0, -1.0, []
     if resume:
         state = _load_checkpoint(
@@ -435,6 +443,7 @@ def train(model_config, train_config, *, resume=False, progress=True,
                 'hard_source_weight': tc.hard_source_weight,
                 'border_weight': tc.border_weight,
                 'min_usage': tc.min_usage,
+                'pixel_share': tc.pixel_share,
                 'init_weights': tc.init_weights,
                 'best_score': best,
                 'last_validation': history[-1] if history else None}
