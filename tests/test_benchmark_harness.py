@@ -14,6 +14,8 @@ from astro_deepcolor.evaluation.harness import (
     _best_at,
     available_detectors,
     merge_results,
+    refine_bracket,
+    refine_crossing,
     run_sweeps,
     summarize,
     thresholds_for,
@@ -58,7 +60,9 @@ def test_quick_cli_outputs(tmp_path, capsys):
                  'fp_by_class.ecsv', 'report.html', 'raw.pickle', 'meta.json',
                  'benchmark_completeness_contamination.png',
                  'benchmark_completeness_mag.png', 'benchmark_fp_classes.png',
-                 'benchmark_examples.png'):
+                 'benchmark_examples.png', 'astrometry_photometry.ecsv',
+                 'benchmark_astrometry_photometry.png', 'summary_table.rst',
+                 'measurement_table.rst'):
         assert (out / name).stat().st_size > 0, name
     curves = QTable.read(out / 'curves.ecsv')
     assert set(curves['regime']) == {'clean', 'contaminated'}
@@ -206,5 +210,105 @@ def test_bootstrap_error_only_over_resamples_that_reach_the_level():
     from astro_deepcolor.evaluation.report import summary_rst
 
     text = summary_rst(summary)
-    bright = f"{row['completeness_bright_at_20pct']:.3f}"
-    assert f'-- / {bright} / {bright}' in text
+    cells = text.split('* - ')[-1].split('\n     - ')
+    assert cells[0] == 'clean'
+    assert cells[2:5] == ['--', '--', '--']  # 1, 5 and 10 % unreached
+    assert cells[5].startswith('1.000 ± 0.000 (t=')
+    assert cells[6] == '--'  # S/N >= 5 at 5 %: unreached
+    assert cells[7].strip() == '-- (0 pairs)'
+
+
+@pytest.mark.parametrize('n_points', [1, 3])
+def test_refine_crossing_finds_the_crossing_of_a_monotone_curve(n_points):
+    """On a falling curve sampled on the 0.02 grid, refinement brackets the
+    exact crossing of each level within grid step / (n_points + 1)**rounds,
+    with the upper end at or below the level (so 'completeness at x %' is
+    measured at x %, not at the next grid point)."""
+    def contamination(t):
+        return 0.6 * np.exp(-6.0 * np.asarray(t, float))
+
+    calls = []
+
+    def evaluate(thresholds):
+        calls.append(list(thresholds))
+        return contamination(thresholds)
+
+    grid = np.round(np.arange(0, 1.0001, 0.02), 2)
+    for level in (0.01, 0.05, 0.10, 0.20):
+        crossing = np.log(0.6 / level) / 6.0
+        j = int(np.flatnonzero(contamination(grid) <= level)[0])
+        lo, hi = refine_crossing(evaluate, grid[j - 1], grid[j], level,
+                                 n_rounds=3, n_points=n_points)
+        assert lo < crossing <= hi
+        assert hi - lo <= 0.02 / (n_points + 1) ** 3 + 2e-6  # 6-decimal thresholds
+        assert contamination(hi) <= level < contamination(lo)
+        # the grid point itself was up to a whole step away
+        assert hi - crossing < grid[j] - crossing or grid[j] == hi
+    assert all(len(c) == n_points for c in calls)
+
+
+def test_refine_bracket_rules():
+    # lowest point at or below the level becomes hi; highest above it, lo
+    assert refine_bracket(0.0, 1.0, [0.25, 0.5, 0.75], [0.3, 0.04, 0.01],
+                          0.05) == (0.25, 0.5)
+    # nothing below the level inside: only lo moves
+    assert refine_bracket(0.0, 1.0, [0.25, 0.5], [0.3, 0.2], 0.05) == (0.5, 1.0)
+    # unmeasured points (NaN) and points outside the bracket are ignored
+    assert refine_bracket(0.0, 1.0, [0.5, 2.0], [np.nan, 0.0], 0.05) == (0.0, 1.0)
+    with pytest.raises(ValueError, match='same shape'):
+        refine_bracket(0.0, 1.0, [0.5], [0.1, 0.2], 0.05)
+    with pytest.raises(ValueError, match='lo must be below hi'):
+        refine_crossing(lambda t: t, 1.0, 0.5, 0.05)
+
+
+def test_summary_is_measured_at_refined_thresholds():
+    """Refined thresholds lie between grid points, the reported completeness
+    at x % is measured at <= x % and never below the grid figure, and the
+    operating point carries position and flux measurements."""
+    result = run_sweeps(regimes=['clean'], detectors=['sep'], quick=True,
+                        n_images=2, shape=(128, 128), progress=False,
+                        refine_rounds=2)
+    rec = result.records[('clean', 'sep')]
+    grid = [t for t, r in zip(rec.thresholds, rec.refined, strict=True)
+            if not r]
+    assert grid == list(thresholds_for('sep', quick=True))
+    extra = [t for t, r in zip(rec.thresholds, rec.refined, strict=True) if r]
+    assert extra, 'no crossing was refined'
+    assert all(min(grid) < t < max(grid) and t not in grid for t in extra)
+    n = len(rec.thresholds)
+    assert all(len(x) == n for x in rec.tp)
+    assert all(np.asarray(m).shape[0] == n for m in rec.matched)
+    curves, summary, _binned, _fps = summarize(result, n_bootstrap=5)
+    assert curves['refined'].sum() == len(extra)
+    row = summary[0]
+    for level in (1, 5, 10, 20):
+        c = row[f'completeness_at_{level}pct']
+        if np.isfinite(c):
+            assert row[f'contamination_at_{level}pct'] <= level / 100
+            g = row[f'completeness_grid_at_{level}pct']
+            assert not np.isfinite(g) or c >= g
+    assert row['n_matched_bright'] > 0
+    assert 0 <= row['position_error_median'] <= row['position_error_68'] < 5
+    assert -1 < row['flux_ratio_bias'] < 1
+    from astro_deepcolor.evaluation.harness import astrometry_photometry
+
+    astro = astrometry_photometry(result)
+    pos = astro[astro['quantity'] == 'position_error']
+    assert pos['n'].sum() == int(np.sum(
+        [np.asarray(m)[rec.thresholds.index(_op_threshold(row, rec))].sum()
+         for m in rec.matched]))
+
+
+def _op_threshold(row, rec):
+    from astro_deepcolor.evaluation.harness import _threshold_label
+
+    return next(t for t in rec.thresholds
+                if _threshold_label(t) == row['operating_threshold'])
+
+
+def test_refine_rounds_validated():
+    with pytest.raises(ValueError, match='refine_rounds must be a '
+                       'non-negative integer, got -1'):
+        run_sweeps(regimes=['clean'], detectors=['sep'], quick=True,
+                   n_images=1, shape=(64, 64), progress=False,
+                   refine_rounds=-1)

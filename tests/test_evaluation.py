@@ -218,3 +218,63 @@ class TestMetrics:
         cmask[5, 5] = FLAGS['hot_pixel']
         counts = false_positives_by_class(m, det, cmask, FLAGS)
         assert counts['hot_pixel'] == 1
+
+
+class TestAstrometryPhotometry:
+    """Position errors and flux ratios against the truth, by hand."""
+
+    def test_match_offsets_and_bins(self):
+        from astro_deepcolor.evaluation import match_sources
+        from astro_deepcolor.evaluation.metrics import (
+            binned_flux_ratio,
+            binned_position_error,
+            match_offsets,
+        )
+
+        truth = QTable({'x': [10.0, 30.0, 50.0, 70.0],
+                        'y': [10.0, 10.0, 10.0, 10.0],
+                        'flux': [100.0, 200.0, 400.0, 0.0],
+                        'snr': [4.0, 8.0, 30.0, 60.0]})
+        # offsets (0.6, 0.8) -> 1.0 px, (0, 0.5) -> 0.5, (-1.2, 0.5) -> 1.3,
+        # (0, 0) -> 0; the fifth detection is a false positive
+        det = QTable({'x': [10.6, 30.0, 48.8, 70.0, 90.0],
+                      'y': [10.8, 10.5, 10.5, 10.0, 90.0],
+                      'flux': [80.0, 220.0, 300.0, 5.0, 1.0]})
+        m = match_sources(truth, det, radius=2.0)
+        off = match_offsets(m, truth, det)
+        assert list(off['truth_index']) == [0, 1, 2, 3]
+        np.testing.assert_allclose(off['dx'], [0.6, 0.0, -1.2, 0.0])
+        np.testing.assert_allclose(off['separation'], [1.0, 0.5, 1.3, 0.0])
+        np.testing.assert_allclose(off['flux_ratio'][:3], [0.8, 1.1, 0.75])
+        assert np.isnan(off['flux_ratio'][3])  # true flux 0: undefined
+
+        snr = np.asarray(truth['snr'])[off['truth_index']]
+        pos = binned_position_error(snr, off['separation'], [0, 5, 100])
+        assert list(pos['n']) == [1, 3]
+        # bin [5, 100): separations 0.5, 1.3, 0.0 -> median 0.5; the
+        # 68.27th percentile by linear interpolation: 0.5 + 0.3654 * 0.8
+        assert pos['median'][1] == pytest.approx(0.5)
+        assert pos['radius_68'][1] == pytest.approx(0.5 + 0.3654 * 0.8)
+        assert pos['median'][0] == pytest.approx(1.0)
+
+        flux = binned_flux_ratio(snr, off['flux_ratio'], [0, 5, 100, 200])
+        # ratios 0.8 | 1.1, 0.75 (NaN dropped) | none
+        assert list(flux['n']) == [1, 2, 0]
+        assert flux['bias'][0] == pytest.approx(-0.2)
+        assert flux['bias'][1] == pytest.approx(0.925 - 1)
+        assert flux['scatter'][1] == pytest.approx(1.4826 * 0.175)
+        assert np.isnan(flux['bias'][2])
+
+    def test_validation(self):
+        from astro_deepcolor.evaluation.metrics import (
+            binned_position_error,
+            match_offsets,
+        )
+
+        with pytest.raises(ValueError, match='bins must be at least two '
+                           'increasing edges'):
+            binned_position_error([1.0], [0.5], [5, 1])
+        with pytest.raises(ValueError, match='same shape'):
+            binned_position_error([1.0, 2.0], [0.5], [0, 5])
+        with pytest.raises(TypeError, match='match must be a MatchResult'):
+            match_offsets(None, QTable(), QTable())

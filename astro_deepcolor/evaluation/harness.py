@@ -15,6 +15,17 @@ can be computed afterwards. Sweeps (the benchmark protocol):
   background computed once per image where the library allows;
 * NoiseChisel: its own ``(qthresh, snquant)`` grid.
 
+The grids draw the curves. The summary's "completeness at x %
+contamination" is then measured at x %: wherever a detector's pooled
+contamination crosses a reported level between two grid points, the
+threshold is refined inside that bracket (`refine_crossing`: each round
+evaluates three evenly spaced thresholds inside the bracket, two bisection
+steps in one pass over the images, and keeps the narrowest bracket), for
+the CNN and the classical detectors alike (not for NoiseChisel's 2D grid).
+The refined points are added to the curves (``refined`` column). At each
+detector's operating point the matched pairs' positions and fluxes are
+kept and compared with the truth (`~astro_deepcolor.evaluation.metrics`).
+
 The outputs (ECSV tables, PNG plots, an HTML report) are written by
 `astro_deepcolor.evaluation.report`.
 """
@@ -39,9 +50,12 @@ __all__ = [
     'SIGMA_SWEEP',
     'BenchmarkResult',
     'DeepColorDetector',
+    'astrometry_photometry',
     'available_detectors',
     'make_detector',
     'merge_results',
+    'refine_bracket',
+    'refine_crossing',
     'run_sweeps',
     'summarize',
 ]
@@ -59,6 +73,14 @@ CONTAMINATION_LEVELS = (0.01, 0.05, 0.10, 0.20, 0.50)
 OPERATING_CONTAMINATION = 0.05
 #: Signal-to-noise cut of the "bright" truth subset.
 SNR_MIN = 5.0
+#: Refinement rounds of the full benchmark and of the quick mode.
+REFINE_ROUNDS = 2
+QUICK_REFINE_ROUNDS = 1
+#: Thresholds evaluated inside a bracket per refinement round.
+REFINE_POINTS = 3
+#: S/N bins of the position errors, magnitude bins of the flux ratios.
+SNR_BINS = (1.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0, 1e3, 1e5)
+MAG_BINS = tuple(np.arange(14.0, 28.01, 1.0))
 #: Detector names in plotting order.
 DETECTOR_ORDER = ('cnn', 'sep', 'sep_matched', 'photutils', 'sextractor',
                   'noisechisel')
@@ -172,6 +194,106 @@ class DeepColorDetector:
                 yield t, None, segment_catalog(np.zeros(data.shape, int), image)
             else:
                 yield t, segm, segment_catalog(segm, image)
+
+
+def refine_bracket(lo, hi, thresholds, contamination, level):
+    """
+    Narrow the bracket of a contamination crossing from points inside it.
+
+    Contamination falls as the threshold rises. The new upper end is the
+    lowest evaluated threshold whose contamination is at most ``level``;
+    the new lower end the highest one below it whose contamination is
+    above ``level``.
+
+    Parameters
+    ----------
+    lo, hi : float
+        Current bracket: contamination above ``level`` at ``lo``, at most
+        ``level`` at ``hi``.
+    thresholds : 1D array-like
+        Thresholds evaluated (those outside ``(lo, hi)`` are ignored).
+    contamination : 1D array-like
+        Contamination at each of them (NaN: not measured, ignored).
+    level : float
+        The contamination level.
+
+    Returns
+    -------
+    lo, hi : float
+        The narrowed bracket.
+    """
+    t = np.asarray(thresholds, dtype=float)
+    c = np.asarray(contamination, dtype=float)
+    if t.shape != c.shape:
+        msg = (f'thresholds and contamination must have the same shape, '
+               f'got {t.shape} and {c.shape}')
+        raise ValueError(msg)
+    order = np.argsort(t)
+    t, c = t[order], c[order]
+    inside = (t > lo) & (t < hi) & np.isfinite(c)
+    t, c = t[inside], c[inside]
+    below = c <= level
+    if below.any():
+        hi = float(t[below][0])
+    above = (c > level) & (t < hi)
+    if above.any():
+        lo = float(t[above][-1])
+    return float(lo), float(hi)
+
+
+def _interior(lo, hi, n_points):
+    return [round(float(v), 6) for v in
+            np.linspace(lo, hi, n_points + 2)[1:-1]]
+
+
+def refine_crossing(evaluate, lo, hi, level, *, n_rounds=REFINE_ROUNDS,
+                    n_points=REFINE_POINTS):
+    """
+    Locate where a falling contamination curve crosses a level.
+
+    Each round evaluates ``n_points`` evenly spaced thresholds inside the
+    bracket and keeps the narrowest bracket (`refine_bracket`), so the
+    bracket shrinks by ``n_points + 1`` per round (``n_points=1`` is
+    bisection; the default 3 is two bisection steps per round).
+
+    Parameters
+    ----------
+    evaluate : callable
+        ``evaluate(thresholds) -> contaminations`` for a list of
+        thresholds (one pass over the images in the benchmark).
+    lo, hi : float
+        Bracketing thresholds: contamination above ``level`` at ``lo``, at
+        most ``level`` at ``hi`` (e.g. two neighbouring grid points).
+    level : float
+        Contamination level.
+    n_rounds : int, optional
+        Refinement rounds.
+    n_points : int, optional
+        Thresholds evaluated per round.
+
+    Returns
+    -------
+    lo, hi : float
+        The final bracket; ``hi`` is the measured operating point (the
+        lowest threshold found with contamination at most ``level``).
+
+    Examples
+    --------
+    >>> from astro_deepcolor.evaluation.harness import refine_crossing
+    >>> def contamination(thresholds):  # crosses 5 % at 0.8737
+    ...     return [0.9237 - t for t in thresholds]
+    >>> lo, hi = refine_crossing(contamination, 0.86, 0.88, 0.05)
+    >>> round(lo, 5), round(hi, 5)
+    (0.8725, 0.87375)
+    """
+    lo, hi = float(lo), float(hi)
+    if not lo < hi:
+        msg = f'lo must be below hi, got lo={lo!r} and hi={hi!r}'
+        raise ValueError(msg)
+    for _ in range(int(n_rounds)):
+        points = _interior(lo, hi, n_points)
+        lo, hi = refine_bracket(lo, hi, points, evaluate(points), level)
+    return lo, hi
 
 
 def _detector_classes():
@@ -300,6 +422,17 @@ class _Record:
     matched: list = dataclasses.field(default_factory=list)
     seconds: float = 0.0
     pixels: int = 0
+    refined: list = dataclasses.field(default_factory=list)
+    details: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if len(self.refined) != len(self.thresholds):
+            self.refined = [False] * len(self.thresholds)
+
+    def __setstate__(self, state):  # raw results pickled before refinement
+        state.setdefault('refined', [False] * len(state['thresholds']))
+        state.setdefault('details', {})
+        self.__dict__.update(state)
 
 
 @dataclasses.dataclass
@@ -345,10 +478,22 @@ def _simulate(regime, seed, shape):
 
 
 def _process_image(task):
-    """Simulate one image and run every detector's sweep on it."""
-    (regime, index, seed, shape, names, quick, snr_min, model,
-     keep_examples) = task
+    """Simulate one image and run every detector's sweep on it.
+
+    ``task['thresholds']`` maps detector -> thresholds (None: the protocol
+    grid); with ``task['details']`` the matched pairs' positions and
+    fluxes are returned too (refinement passes).
+    """
+    regime, index, seed, shape = (task['regime'], task['index'], task['seed'],
+                                  task['shape'])
+    names, quick, snr_min, model = (task['names'], task['quick'],
+                                    task['snr_min'], task['model'])
+    keep_examples = task.get('keep_examples', ())
+    wanted = task.get('thresholds') or {}
+    details = task.get('details', False)
     from astro_deepcolor.simulation import CONTAMINANT_FLAGS
+
+    from .metrics import match_offsets
 
     flags = dict(CONTAMINANT_FLAGS)
     classes = [*flags, NO_CONTAMINANT]
@@ -361,7 +506,7 @@ def _process_image(task):
     truth['image'] = np.full(len(truth), index)
     truth['seed'] = np.full(len(truth), seed)
     example = None
-    if index == 0:
+    if index == 0 and keep_examples:
         example = {'data': np.asarray(sim.data), 'truth_seg': sim.segmentation,
                    'truth': truth, 'fwhm': fwhm,
                    'contaminants': np.asarray(sim.contaminants),
@@ -370,8 +515,12 @@ def _process_image(task):
     for name in names:
         det = make_detector(name, fwhm, model=model)
         row = {k: [] for k in ('tp', 'fp', 'fn', 'tp_bright', 'failed',
-                               'deblend_ok', 'fp_class', 'matched')}
-        thresholds = thresholds_for(name, quick)
+                               'deblend_ok', 'fp_class', 'matched',
+                               'details')}
+        thresholds = wanted.get(name)
+        if thresholds is None:
+            thresholds = thresholds_for(name, quick)
+        row['thresholds'] = list(thresholds)
         t0 = time.perf_counter()
         for t, segm, table in det.sweep(sim.data, thresholds):
             if table is None:
@@ -380,6 +529,7 @@ def _process_image(task):
                     row[k].append(0)
                 row['fp_class'].append(np.zeros(len(classes), int))
                 row['matched'].append(np.zeros(len(truth), bool))
+                row['details'].append(None)
                 continue
             m = match_sources(truth, table, truth_segmentation=sim.segmentation,
                               detection_segmentation=segm, fwhm=fwhm)
@@ -395,6 +545,15 @@ def _process_image(task):
                                               detection_segmentation=segm)
             row['fp_class'].append(np.array([counts[c] for c in classes]))
             row['matched'].append(m.truth_matched)
+            if details:
+                off = match_offsets(m, truth, table)
+                row['details'].append({
+                    'truth_index': np.asarray(off['truth_index'], np.int32),
+                    'dx': np.asarray(off['dx'], np.float32),
+                    'dy': np.asarray(off['dy'], np.float32),
+                    'flux': np.asarray(off['flux'], np.float32)})
+            else:
+                row['details'].append(None)
             if example is not None and name in keep_examples:
                 example['detections'].setdefault(name, {})[
                     _threshold_label(t)] = (segm, table)
@@ -406,10 +565,145 @@ def _process_image(task):
     return truth, example, rows, pairs
 
 
+def _add_pass(records, regime, results, first):
+    """Merge one pass over the images into the records.
+
+    ``first``: the grid pass (one entry per image is created); later
+    passes append their thresholds to every image's entry. A threshold
+    already in a record only adds its details.
+    """
+    truths, examples, pair_list = [], {}, []
+    known = {name: {_threshold_label(t) for t in rec.thresholds}
+             for (reg, name), rec in records.items() if reg == regime}
+    n_before = {name: len(rec.thresholds)
+                for (reg, name), rec in records.items() if reg == regime}
+    for i, (truth, example, rows, pairs) in enumerate(results):
+        truths.append(truth)
+        pair_list.append(pairs)
+        if example is not None:
+            examples[regime] = example
+        for name, row in rows.items():
+            labels = [_threshold_label(t) for t in row['thresholds']]
+            if first:
+                rec = records.setdefault((regime, name),
+                                         _Record(thresholds=row['thresholds']))
+                for k in ('tp', 'fp', 'fn', 'tp_bright', 'failed',
+                          'deblend_ok', 'n_bright', 'n_pairs'):
+                    getattr(rec, k).append(row[k])
+                rec.fp_class.append(np.array(row['fp_class']))
+                rec.matched.append(np.array(row['matched']).reshape(
+                    len(rec.thresholds), len(truth)))
+                rec.seconds += row['seconds']
+                rec.pixels += row['pixels']
+            else:
+                rec = records[(regime, name)]
+                new = [j for j, lab in enumerate(labels)
+                       if lab not in known[name]]
+                if i == 0:
+                    rec.thresholds = [*rec.thresholds,
+                                      *(row['thresholds'][j] for j in new)]
+                    rec.refined = [*rec.refined, *(True for _ in new)]
+                for k in ('tp', 'fp', 'fn', 'tp_bright', 'failed',
+                          'deblend_ok'):
+                    getattr(rec, k)[i] = [*getattr(rec, k)[i],
+                                          *(row[k][j] for j in new)]
+                if new:
+                    rec.fp_class[i] = np.concatenate(
+                        [np.asarray(rec.fp_class[i]).reshape(
+                            n_before[name], len(row['fp_class'][0])),
+                         np.array([row['fp_class'][j] for j in new])])
+                    rec.matched[i] = np.concatenate(
+                        [np.asarray(rec.matched[i]).reshape(
+                            n_before[name], len(truth)),
+                         np.array([row['matched'][j] for j in new]).reshape(
+                             len(new), len(truth))])
+            for lab, det in zip(labels, row['details'], strict=True):
+                if det is not None:
+                    rec.details.setdefault(lab, [None] * len(rec.tp))[i] = det
+    return truths, examples, pair_list
+
+
+def _pooled_curve(rec):
+    """Pooled completeness and contamination (NaN without detections)."""
+    tp, fp, fn, failed = _curve_counts(rec)
+    comp, cont = completeness_from_counts(tp, fp, fn)
+    comp = np.where(failed, np.nan, comp)
+    cont = np.where(failed | (tp + fp == 0), np.nan, cont)
+    return comp, cont, tp
+
+
+def _operating_index(comp, cont, tp, level=OPERATING_CONTAMINATION):
+    """Best point at <= level, else the cleanest point with detections."""
+    _, j = _best_at(comp, cont, level)
+    if j < 0:
+        reached = np.isfinite(cont) & (tp > 0)
+        j = (int(np.flatnonzero(reached)[np.nanargmin(cont[reached])])
+             if reached.any() else 0)
+    return j
+
+
+def _brackets(rec, levels=CONTAMINATION_LEVELS):
+    """Level -> (lo, hi) grid thresholds around each crossing."""
+    comp, cont, _ = _pooled_curve(rec)
+    thr = np.asarray(rec.thresholds, float)
+    order = np.argsort(thr)
+    out = {}
+    for level in levels:
+        _, j = _best_at(comp, cont, level)
+        if j < 0:
+            continue
+        k = int(np.flatnonzero(order == j)[0])
+        if k == 0:
+            continue
+        below = order[k - 1]
+        if np.isfinite(cont[below]) and cont[below] > level:
+            out[level] = (float(thr[below]), float(thr[j]))
+    return out
+
+
+def _refine_records(records, regime, run_pass, names, n_rounds):
+    """Refinement passes: bisect every crossing, keep operating details."""
+    scalar = [n for n in names if n != 'noisechisel']
+    brackets = {n: _brackets(records[(regime, n)]) for n in scalar}
+    for r in range(max(int(n_rounds), 1)):
+        wanted = {}
+        if r == 0:  # the grid operating point, for its details
+            for n in names:
+                rec = records[(regime, n)]
+                comp, cont, tp = _pooled_curve(rec)
+                wanted[n] = [rec.thresholds[_operating_index(comp, cont, tp)]]
+        if r < n_rounds:
+            for n in scalar:
+                pts = set()
+                for lo, hi in brackets[n].values():
+                    pts.update(_interior(lo, hi, REFINE_POINTS))
+                if pts:
+                    wanted[n] = sorted({*wanted.get(n, []), *pts})
+        if not wanted:
+            break
+        run_pass(wanted)
+        for n in scalar:
+            rec = records[(regime, n)]
+            _, cont, _ = _pooled_curve(rec)
+            for level, (lo, hi) in list(brackets[n].items()):
+                brackets[n][level] = refine_bracket(
+                    lo, hi, rec.thresholds, cont, level)
+    # the final operating point may be a refined one without details
+    missing = {}
+    for n in names:
+        rec = records[(regime, n)]
+        comp, cont, tp = _pooled_curve(rec)
+        t = rec.thresholds[_operating_index(comp, cont, tp)]
+        if _threshold_label(t) not in rec.details:
+            missing[n] = [t]
+    if missing:
+        run_pass(missing)
+
+
 def run_sweeps(*, regimes=('clean', 'contaminated'), detectors=None,
                n_images=None, shape=None, quick=False, snr_min=SNR_MIN,
                progress=True, example_detectors=('sep', 'cnn'), model=None,
-               n_jobs=1):
+               n_jobs=1, refine_rounds=None):
     """
     Run every detector's sweep on the test images of each regime.
 
@@ -436,6 +730,10 @@ def run_sweeps(*, regimes=('clean', 'contaminated'), detectors=None,
     n_jobs : int, optional
         Worker processes (images are processed in parallel; results do
         not depend on it).
+    refine_rounds : int, optional
+        Refinement rounds at each contamination crossing (each one pass
+        over the images; default 2, 1 in quick mode; 0 measures only the
+        grid plus the operating point's positions and fluxes).
 
     Returns
     -------
@@ -450,6 +748,12 @@ def run_sweeps(*, regimes=('clean', 'contaminated'), detectors=None,
     if n_images is None:
         n_images = 2 if quick else 40
     n_images = check_positive_int(n_images, 'n_images')
+    if refine_rounds is None:
+        refine_rounds = QUICK_REFINE_ROUNDS if quick else REFINE_ROUNDS
+    if int(refine_rounds) != refine_rounds or refine_rounds < 0:
+        msg = ('refine_rounds must be a non-negative integer, got '
+               f'{refine_rounds!r}')
+        raise ValueError(msg)
     if shape is None and quick:
         shape = (128, 128)
     names, skipped = available_detectors(detectors, model=model)
@@ -471,34 +775,33 @@ def run_sweeps(*, regimes=('clean', 'contaminated'), detectors=None,
     try:
         for regime in regimes:
             seeds = list(load_recipe(regime).seeds('test'))[:n_images]
-            tasks = [(regime, i, seed, shape, names, quick, snr_min, model,
-                      tuple(example_detectors)) for i, seed in enumerate(seeds)]
-            results = (pool.map(_process_image, tasks) if pool is not None
-                       else map(_process_image, tasks))
-            tables = []
-            pair_list = []
-            offset = 0
-            for truth, example, rows, pairs in tqdm(results, total=len(tasks),
-                                             desc=f'benchmark {regime}',
-                                             disable=not progress, unit='image'):
-                tables.append(truth)
-                pair_list.append(np.asarray(pairs, np.int64).reshape(-1, 2)
-                                 + offset)
-                offset += len(truth)
-                if example is not None:
-                    examples[regime] = example
-                for name, row in rows.items():
-                    rec = records.setdefault(
-                        (regime, name),
-                        _Record(thresholds=thresholds_for(name, quick)))
-                    for k in ('tp', 'fp', 'fn', 'tp_bright', 'failed',
-                              'deblend_ok', 'n_bright', 'n_pairs'):
-                        getattr(rec, k).append(row[k])
-                    rec.fp_class.append(np.array(row['fp_class']))
-                    rec.matched.append(np.array(row['matched']).reshape(
-                        len(rec.thresholds), len(truth)))
-                    rec.seconds += row['seconds']
-                    rec.pixels += row['pixels']
+            base = {'regime': regime, 'shape': shape, 'names': names,
+                    'quick': quick, 'snr_min': snr_min, 'model': model}
+
+            def run_pass(thresholds, *, first=False, regime=regime,
+                         seeds=seeds, base=base):
+                tasks = [{**base, 'index': i, 'seed': seed,
+                          'thresholds': thresholds, 'details': not first,
+                          'keep_examples': (tuple(example_detectors)
+                                            if first else ())}
+                         for i, seed in enumerate(seeds)]
+                if not first:
+                    tasks = [{**t, 'names': list(thresholds)} for t in tasks]
+                results = (pool.map(_process_image, tasks) if pool is not None
+                           else map(_process_image, tasks))
+                desc = (f'benchmark {regime}' if first
+                        else f'refine {regime}')
+                return _add_pass(records, regime,
+                                 tqdm(results, total=len(tasks), desc=desc,
+                                      disable=not progress, unit='image'),
+                                 first)
+
+            tables, ex, pair_list = run_pass(None, first=True)
+            examples.update(ex)
+            _refine_records(records, regime, run_pass, names, refine_rounds)
+            offsets = np.cumsum([0, *(len(t) for t in tables)])
+            pair_list = [np.asarray(p, np.int64).reshape(-1, 2) + o
+                         for p, o in zip(pair_list, offsets, strict=False)]
             nonempty = [t for t in tables if len(t)]
             truths[regime] = (vstack(nonempty) if nonempty
                               else tables[0] if tables else QTable())
@@ -511,6 +814,7 @@ def run_sweeps(*, regimes=('clean', 'contaminated'), detectors=None,
             'n_images': int(n_images), 'shape': None if shape is None else
             list(shape), 'snr_min': float(snr_min),
             'model': None if model is None else str(model),
+            'refine_rounds': int(refine_rounds),
             'date': time.strftime('%Y-%m-%dT%H:%M:%S')}
     return BenchmarkResult(records=records, truth=truths, classes=classes,
                            skipped=skipped, examples=examples, meta=meta,
@@ -561,6 +865,116 @@ def _curve_counts(rec, images=None):
     return tp.sum(0), fp.sum(0), fn.sum(0), failed.any(0)
 
 
+def _threshold_sort_key(t):
+    return tuple(np.atleast_1d(np.asarray(t, float)))
+
+
+def _operating_offsets(result, regime, rec, t_op):
+    """Matched pairs at the operating point, pooled over the images."""
+    from .metrics import match_offsets  # noqa: F401 (columns documented there)
+
+    truth = result.truth[regime]
+    per_image = getattr(rec, 'details', {}).get(_threshold_label(t_op))
+    cols = ('truth_index', 'dx', 'dy', 'separation', 'flux_true', 'flux',
+            'flux_ratio', 'snr', 'mag')
+    if per_image is None or not len(truth):
+        return QTable({c: np.zeros(0) for c in cols})
+    sizes = [np.asarray(m).shape[-1] for m in rec.matched]
+    offsets = np.cumsum([0, *sizes])
+    ti, dx, dy, flux = [], [], [], []
+    for i, det in enumerate(per_image):
+        if det is None:
+            continue
+        ti.append(np.asarray(det['truth_index'], np.int64) + offsets[i])
+        dx.append(np.asarray(det['dx'], float))
+        dy.append(np.asarray(det['dy'], float))
+        flux.append(np.asarray(det['flux'], float))
+    if not ti:
+        return QTable({c: np.zeros(0) for c in cols})
+    ti = np.concatenate(ti)
+    dx, dy, flux = np.concatenate(dx), np.concatenate(dy), np.concatenate(flux)
+    f_true = np.asarray(truth['flux'], float)[ti]
+    with np.errstate(invalid='ignore', divide='ignore'):
+        ratio = np.where(f_true > 0, flux / f_true, np.nan)
+    return QTable({'truth_index': ti, 'dx': dx, 'dy': dy,
+                   'separation': np.hypot(dx, dy), 'flux_true': f_true,
+                   'flux': flux, 'flux_ratio': ratio,
+                   'snr': np.asarray(truth['snr'], float)[ti],
+                   'mag': np.asarray(truth['mag'], float)[ti]})
+
+
+def _offset_summary(tab, snr_min):
+    """Summary columns of the astrometry and photometry (S/N >= snr_min)."""
+    from .metrics import MAD_TO_SIGMA
+
+    sel = np.asarray(tab['snr'], float) >= snr_min
+    sep = np.asarray(tab['separation'], float)[sel]
+    ratio = np.asarray(tab['flux_ratio'], float)[sel]
+    ratio = ratio[np.isfinite(ratio)]
+    out = {'n_matched_bright': int(sel.sum()),
+           'position_error_median': np.nan, 'position_error_68': np.nan,
+           'flux_ratio_bias': np.nan, 'flux_ratio_scatter': np.nan}
+    if sep.size:
+        out['position_error_median'] = float(np.median(sep))
+        out['position_error_68'] = float(np.percentile(sep, 68.27))
+    if ratio.size:
+        med = float(np.median(ratio))
+        out['flux_ratio_bias'] = med - 1.0
+        out['flux_ratio_scatter'] = MAD_TO_SIGMA * float(
+            np.median(np.abs(ratio - med)))
+    return out
+
+
+def astrometry_photometry(result):
+    """
+    Position errors and flux ratios against the truth at the operating points.
+
+    For each regime and detector, on the sources matched at its operating
+    point (best completeness at <= 5 % contamination, as in `summarize`).
+
+    Parameters
+    ----------
+    result : `BenchmarkResult`
+        The sweeps (with the refinement passes' details).
+
+    Returns
+    -------
+    table : `~astropy.table.QTable`
+        One row per (regime, detector, quantity, bin): ``quantity``
+        ``'position_error'`` is binned in true S/N (``center``: the median
+        distance to the true position, ``spread``: the radius holding 68 %
+        of the matches, pixels); ``'flux_ratio'`` (measured segment or
+        isophotal flux over the true flux) is binned in true magnitude
+        (``center``: the median bias, ``spread``: the robust scatter).
+        ``n`` is the number of matches in the bin.
+    """
+    from .metrics import binned_flux_ratio, binned_position_error
+
+    rows = []
+    for (regime, name), rec in result.records.items():
+        comp, cont, tp = _pooled_curve(rec)
+        t_op = rec.thresholds[_operating_index(comp, cont, tp)]
+        tab = _operating_offsets(result, regime, rec, t_op)
+        for quantity, col, bins, func, stats in (
+                ('position_error', 'snr', SNR_BINS, binned_position_error,
+                 ('median', 'radius_68')),
+                ('flux_ratio', 'mag', MAG_BINS, binned_flux_ratio,
+                 ('bias', 'scatter'))):
+            data = tab['separation' if quantity == 'position_error'
+                       else 'flux_ratio']
+            for r in func(tab[col], data, bins):
+                rows.append({
+                    'regime': regime, 'detector': name,
+                    'operating_threshold': _threshold_label(t_op),
+                    'quantity': quantity, 'bin': col,
+                    'low': float(r['low']), 'high': float(r['high']),
+                    'n': int(r['n']), 'center': float(r[stats[0]]),
+                    'spread': float(r[stats[1]])})
+    table = QTable(rows=rows) if rows else QTable()
+    table.meta.update(result.meta)
+    return table
+
+
 def summarize(result, *, n_bootstrap=200, seed=0):
     """
     Curves, summary numbers and bootstrap errors from a `BenchmarkResult`.
@@ -588,11 +1002,24 @@ def summarize(result, *, n_bootstrap=200, seed=0):
         contamination <= x %, with its bootstrap error (over the resamples
         that reach x %) and ``_reached``, the fraction of resamples that
         do; ``completeness_bright_at_<x>pct`` is the completeness on the
-        S/N >= ``snr_min`` sources at that same threshold.
+        S/N >= ``snr_min`` sources at that same threshold;
+        ``threshold_at_<x>pct`` and ``contamination_at_<x>pct`` say where
+        it was measured (refined thresholds put it within a few tenths of
+        a percent of x %, see `refine_crossing`) and
+        ``completeness_grid_at_<x>pct`` is the same figure read off the
+        protocol grid alone.
     mag_table : `~astropy.table.QTable`
         Completeness per magnitude, S/N and kind bin at the operating point.
     fp_table : `~astropy.table.QTable`
         False positives per contaminant class at the operating point.
+
+    Notes
+    -----
+    The summary's ``position_error_median`` and ``position_error_68``
+    (pixels), ``flux_ratio_bias`` and ``flux_ratio_scatter`` are measured
+    on the matched sources with S/N >= ``snr_min`` at the operating point
+    (``n_matched_bright`` of them); the flux is what each detector
+    measures in its footprint (segment or isophotal flux).
     """
     from .metrics import binned_completeness
 
@@ -626,7 +1053,12 @@ def summarize(result, *, n_bootstrap=200, seed=0):
             warnings.simplefilter('ignore', RuntimeWarning)
             comp_err = np.nanstd(bc, axis=0)
             cont_err = np.nanstd(bf, axis=0)
-        for j, t in enumerate(rec.thresholds):
+        refined = list(getattr(rec, 'refined', [])) or [False] * len(
+            rec.thresholds)
+        order = sorted(range(len(rec.thresholds)),
+                       key=lambda j: _threshold_sort_key(rec.thresholds[j]))
+        for j in order:
+            t = rec.thresholds[j]
             curve_rows.append({
                 'regime': regime, 'detector': name,
                 'threshold': float(t if np.ndim(t) == 0 else t[0]),
@@ -638,8 +1070,10 @@ def summarize(result, *, n_bootstrap=200, seed=0):
                 'contamination': cont[j], 'contamination_err': cont_err[j],
                 'completeness_bright': comp_b[j],
                 'deblend_success': deb_b[j], 'deblend_success_all': deb_a[j],
+                'refined': bool(refined[j]),
             })
         n_truth = len(result.truth[regime])
+        grid = ~np.asarray(refined, bool)
         row = {'regime': regime, 'detector': name, 'n_images': n_img,
                'n_truth': n_truth, 'n_truth_bright': int(nb),
                'n_pairs': n_pairs_b, 'n_pairs_all': n_pairs_a}
@@ -659,13 +1093,21 @@ def summarize(result, *, n_bootstrap=200, seed=0):
             # The same operating point, on the S/N >= snr_min sources.
             row[f'completeness_bright_at_{round(level * 100):d}pct'] = (
                 float(comp_b[jl]) if jl >= 0 else np.nan)
+            # Where it was measured: the (refined) threshold and the
+            # contamination there, at most the level.
+            row[f'threshold_at_{round(level * 100):d}pct'] = (
+                _threshold_label(rec.thresholds[jl]) if jl >= 0 else '--')
+            row[f'contamination_at_{round(level * 100):d}pct'] = (
+                float(cont[jl]) if jl >= 0 else np.nan)
+            # Read off the protocol grid alone (before refinement): the
+            # difference is what grid sampling did to the figure.
+            row[f'completeness_grid_at_{round(level * 100):d}pct'] = _best_at(
+                np.where(grid, comp, np.nan), cont_s, level)[0]
         reached = np.isfinite(cont) & (tp > 0)
         row['min_contamination'] = (float(np.nanmin(cont[reached]))
                                     if reached.any() else np.nan)
-        _, j = _best_at(comp, cont_s, OPERATING_CONTAMINATION)
-        if j < 0:  # never that clean: operate at the cleanest point
-            j = int(np.flatnonzero(reached)[np.nanargmin(cont[reached])]) \
-                if reached.any() else 0
+        # never that clean: operate at the cleanest point
+        j = _operating_index(comp, cont_s, tp)
         t_op = rec.thresholds[j]
         row['operating_threshold'] = _threshold_label(t_op)
         row['operating_completeness'] = float(comp[j])
@@ -682,6 +1124,9 @@ def summarize(result, *, n_bootstrap=200, seed=0):
                             'contaminant': cls, 'n_fp': int(v),
                             'fp_per_image': v / n_img})
         row['seconds_per_image'] = rec.seconds / n_img
+        offsets_table = _operating_offsets(result, regime, rec, t_op)
+        row.update(_offset_summary(offsets_table,
+                                   result.meta.get('snr_min', SNR_MIN)))
         summary_rows.append(row)
         # completeness vs magnitude / S/N / kind at the operating point
         truth = result.truth[regime]

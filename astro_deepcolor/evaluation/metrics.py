@@ -16,6 +16,14 @@ Definitions (the benchmark protocol)
   class whose bit is set on any pixel of its footprint (its centroid pixel
   when no footprint is given); otherwise to ``'none'`` (noise or a
   spurious fragment of a real source).
+* Astrometry and photometry against the truth, on the matched pairs: the
+  position error is the distance between the detection's centroid and
+  the true position (pixels); the flux ratio is the detection's flux
+  (segment or isophotal flux, what the detector measures in its
+  footprint) over the true flux. Per bin, the position error is summarised
+  by its median and the radius holding 68 % of the matches, the flux ratio
+  by its median bias (median ratio - 1) and robust scatter
+  (1.4826 x median absolute deviation of the ratio).
 """
 
 import numpy as np
@@ -27,11 +35,14 @@ from .matching import MatchResult
 __all__ = [
     'NO_CONTAMINANT',
     'binned_completeness',
+    'binned_flux_ratio',
+    'binned_position_error',
     'close_pairs',
     'completeness_contamination',
     'completeness_from_counts',
     'deblending_success',
     'false_positives_by_class',
+    'match_offsets',
 ]
 
 #: Class name for false positives on no contaminant pixel.
@@ -273,3 +284,139 @@ def false_positives_by_class(match, detections, contaminants, flags, *,
         counts[name] = int(np.count_nonzero(bits & int(bit)))
     counts[NO_CONTAMINANT] = int(np.count_nonzero(bits == 0))
     return counts
+
+
+#: Factor turning a median absolute deviation into a Gaussian sigma.
+MAD_TO_SIGMA = 1.4826
+
+
+def match_offsets(match, truth, detections):
+    """
+    Position and flux of every matched detection against its truth source.
+
+    Parameters
+    ----------
+    match : `MatchResult`
+        The match of ``detections`` to ``truth``.
+    truth : `~astropy.table.Table`
+        Truth catalogue with ``x``, ``y`` and ``flux`` columns.
+    detections : `~astropy.table.Table`
+        Detection catalogue with ``x``, ``y`` and ``flux`` columns (the
+        flux the detector measures: segment or isophotal flux).
+
+    Returns
+    -------
+    table : `~astropy.table.QTable`
+        One row per matched pair: ``truth_index``, ``detection_index``,
+        ``dx`` and ``dy`` (detection minus truth, pixels), ``separation``
+        (pixels), ``flux_true``, ``flux`` and ``flux_ratio``
+        (``flux / flux_true``, NaN where the true flux is not positive).
+    """
+    if not isinstance(match, MatchResult):
+        msg = f'match must be a MatchResult, got {match!r}'
+        raise TypeError(msg)
+    ti = np.asarray(match.truth_index, np.int64)
+    di = np.asarray(match.detection_index, np.int64)
+
+    def col(table, name, idx):
+        if name not in table.colnames:
+            msg = f'the catalogue has no {name!r} column: {table.colnames}'
+            raise ValueError(msg)
+        return np.asarray(getattr(table[name], 'value', table[name]),
+                          float)[idx]
+
+    dx = col(detections, 'x', di) - col(truth, 'x', ti)
+    dy = col(detections, 'y', di) - col(truth, 'y', ti)
+    f_true = col(truth, 'flux', ti)
+    f_det = col(detections, 'flux', di)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        ratio = np.where(f_true > 0, f_det / f_true, np.nan)
+    return QTable({'truth_index': ti, 'detection_index': di, 'dx': dx,
+                   'dy': dy, 'separation': np.hypot(dx, dy),
+                   'flux_true': f_true, 'flux': f_det, 'flux_ratio': ratio})
+
+
+def _binned(values, data, bins, func, names):
+    values = np.asarray(values, dtype=float)
+    data = np.asarray(data, dtype=float)
+    if values.shape != data.shape:
+        msg = (f'values and the measurements must have the same shape, got '
+               f'{values.shape} and {data.shape}')
+        raise ValueError(msg)
+    bins = np.asarray(bins, dtype=float)
+    if bins.ndim != 1 or bins.size < 2 or np.any(np.diff(bins) <= 0):
+        msg = f'bins must be at least two increasing edges, got {bins!r}'
+        raise ValueError(msg)
+    ok = np.isfinite(values) & np.isfinite(data)
+    idx = np.digitize(values[ok], bins) - 1
+    data = data[ok]
+    cols = {'low': bins[:-1], 'high': bins[1:],
+            'n': np.zeros(bins.size - 1, np.int64)}
+    for name in names:
+        cols[name] = np.full(bins.size - 1, np.nan)
+    for b in range(bins.size - 1):
+        sel = data[idx == b]
+        cols['n'][b] = sel.size
+        if sel.size:
+            for name, v in zip(names, func(sel), strict=True):
+                cols[name][b] = v
+    return QTable(cols)
+
+
+def _position_stats(sep):
+    return float(np.median(sep)), float(np.percentile(sep, 68.27))
+
+
+def _flux_stats(ratio):
+    med = float(np.median(ratio))
+    return med - 1.0, MAD_TO_SIGMA * float(np.median(np.abs(ratio - med)))
+
+
+def binned_position_error(values, separation, bins):
+    """
+    Position error in bins of a truth quantity (S/N, magnitude, ...).
+
+    Parameters
+    ----------
+    values : 1D array-like
+        The binning quantity of each matched truth source.
+    separation : 1D array-like
+        Distance between detection and true position (pixels), as
+        ``match_offsets(...)['separation']``.
+    bins : 1D array-like
+        Bin edges (increasing); a value equal to an edge falls in the bin
+        above it.
+
+    Returns
+    -------
+    table : `~astropy.table.QTable`
+        ``low``, ``high``, ``n`` (matches in the bin), ``median`` and
+        ``radius_68`` (the radius holding 68.27 % of the matches), NaN in
+        empty bins.
+    """
+    return _binned(values, separation, bins, _position_stats,
+                   ('median', 'radius_68'))
+
+
+def binned_flux_ratio(values, flux_ratio, bins):
+    """
+    Flux bias and scatter in bins of a truth quantity (magnitude, S/N, ...).
+
+    Parameters
+    ----------
+    values : 1D array-like
+        The binning quantity of each matched truth source.
+    flux_ratio : 1D array-like
+        Measured over true flux, as ``match_offsets(...)['flux_ratio']``.
+    bins : 1D array-like
+        Bin edges (increasing); a value equal to an edge falls in the bin
+        above it.
+
+    Returns
+    -------
+    table : `~astropy.table.QTable`
+        ``low``, ``high``, ``n``, ``bias`` (median ratio - 1) and
+        ``scatter`` (1.4826 x the median absolute deviation of the ratio),
+        NaN in empty bins.
+    """
+    return _binned(values, flux_ratio, bins, _flux_stats, ('bias', 'scatter'))

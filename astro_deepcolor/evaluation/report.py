@@ -12,9 +12,14 @@ Files written under the results directory:
   deblending success and false positives per contaminant class there;
 * ``completeness_binned.ecsv`` (magnitude, S/N and kind bins) and
   ``fp_by_class.ecsv``;
+* ``astrometry_photometry.ecsv``: position error per S/N bin and flux
+  ratio per magnitude bin at each operating point;
+* ``summary_table.rst`` and ``measurement_table.rst``: the summary as
+  reStructuredText tables (included by the docs);
 * ``real_data.ecsv`` when the real-image checks ran;
 * ``benchmark_completeness_contamination.png``, ``benchmark_completeness_mag.png``,
-  ``benchmark_fp_classes.png``, ``benchmark_examples.png``;
+  ``benchmark_astrometry_photometry.png``, ``benchmark_fp_classes.png``,
+  ``benchmark_examples.png``;
 * ``report.html`` linking all of them.
 """
 
@@ -24,7 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ['SUMMARY_COLUMNS', 'summary_rst', 'write_outputs']
+__all__ = ['SUMMARY_COLUMNS', 'measurement_rst', 'plot_astrometry',
+           'plot_completeness_mag', 'plot_curves', 'plot_fp_classes',
+           'summary_rst', 'write_outputs']
 
 #: Columns of the summary shown in the HTML report and the docs.
 SUMMARY_COLUMNS = (
@@ -34,6 +41,8 @@ SUMMARY_COLUMNS = (
     'completeness_bright_at_20pct', 'completeness_bright_at_50pct',
     'min_contamination', 'operating_threshold', 'operating_completeness',
     'operating_completeness_bright', 'deblend_success', 'fp_total',
+    'position_error_median', 'position_error_68', 'flux_ratio_bias',
+    'flux_ratio_scatter',
 )
 
 _COLORS = {'cnn': 'C3', 'sep': 'C0', 'sep_matched': 'C9', 'photutils': 'C2', 'sextractor': 'C1',
@@ -60,112 +69,284 @@ def _write(table, path):
     table.write(path, format='ascii.ecsv', overwrite=True)
 
 
+#: Left edge of the logarithmic contamination axis; points with no false
+#: positive are drawn there.
+CONTAMINATION_FLOOR = 1e-3
+
+_FONT = {'font.size': 11, 'axes.titlesize': 11, 'axes.labelsize': 11,
+         'legend.fontsize': 9, 'xtick.labelsize': 10, 'ytick.labelsize': 10}
+
+
+def _caption(fig, text, *, bottom=0.16):
+    """Write a caption under the axes (wrapped to the figure width)."""
+    import textwrap
+
+    width = int(fig.get_figwidth() * 13)
+    fig.text(0.01, 0.01, textwrap.fill(text, width), ha='left', va='bottom',
+             fontsize=9, color='0.25')
+    fig.subplots_adjust(bottom=bottom)
+
+
 def plot_curves(curves, summary, path):
-    """Completeness vs contamination, one panel per regime (talk's Fig. 12)."""
+    """
+    Completeness vs contamination, one panel per regime.
+
+    The contamination axis is logarithmic from 0.1 % to 100 % (points with
+    no false positive are drawn at 0.1 %); the refined points measured at
+    each reported level are marked.
+
+    Parameters
+    ----------
+    curves, summary : `~astropy.table.QTable`
+        From `~astro_deepcolor.evaluation.harness.summarize`.
+    path : str or `~pathlib.Path`
+        Output PNG.
+    """
     plt = _plt()
     regimes = list(dict.fromkeys(curves['regime']))
-    fig, axes = plt.subplots(1, len(regimes), figsize=(5.2 * len(regimes), 4.4),
-                             squeeze=False, sharey=True)
-    for ax, regime in zip(axes[0], regimes, strict=True):
-        sel = curves[curves['regime'] == regime]
-        n_truth = int(sel['n_truth'][0])
-        n_img = int(sel['n_images'][0])
-        for name in _order(set(sel['detector'])):
-            # Points without detections have no contamination: not drawn.
-            c = sel[(sel['detector'] == name) & ~sel['failed']
-                    & (sel['tp'] + sel['fp'] > 0)]
-            if name == 'noisechisel':
-                ax.errorbar(c['contamination'], c['completeness'],
-                            xerr=c['contamination_err'],
-                            yerr=c['completeness_err'], fmt='D', ms=3,
-                            color=_COLORS.get(name), label=name, alpha=0.8,
-                            elinewidth=0.6)
-                continue
-            ax.errorbar(c['contamination'], c['completeness'],
-                        xerr=c['contamination_err'], yerr=c['completeness_err'],
-                        fmt='-o', ms=2.5, lw=1.2, elinewidth=0.6,
-                        color=_COLORS.get(name), label=name)
-        for level in (0.01, 0.05, 0.10):
-            ax.axvline(level, color='0.8', lw=0.7, ls=':', zorder=0)
-        ax.set_xlim(-0.02, 1.0)
-        ax.set_ylim(0, 1.0)
-        ax.set_xlabel('contamination FP / (TP + FP)')
-        ax.set_title(f'{regime}: {n_truth} truth sources, {n_img} images')
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel('completeness TP / (TP + FN)')
-    axes[0][-1].legend(loc='lower right', fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    with plt.rc_context(_FONT):
+        fig, axes = plt.subplots(1, len(regimes),
+                                 figsize=(5.0 * len(regimes) + 0.6, 5.2),
+                                 squeeze=False, sharey=True)
+        for ax, regime in zip(axes[0], regimes, strict=True):
+            sel = curves[curves['regime'] == regime]
+            n_truth = int(sel['n_truth'][0])
+            n_img = int(sel['n_images'][0])
+            for name in _order(set(sel['detector'])):
+                # Points without detections have no contamination.
+                c = sel[(sel['detector'] == name) & ~sel['failed']
+                        & (sel['tp'] + sel['fp'] > 0)]
+                x = np.clip(np.asarray(c['contamination'], float),
+                            CONTAMINATION_FLOOR, None)
+                y = np.asarray(c['completeness'], float)
+                style = {'fmt': 'D', 'ms': 4} if name == 'noisechisel' else \
+                    {'fmt': '-o', 'ms': 2.5, 'lw': 1.3}
+                ax.errorbar(x, y, yerr=c['completeness_err'],
+                            elinewidth=0.6, color=_COLORS.get(name),
+                            label=name, **style)
+                op = summary[(summary['regime'] == regime)
+                             & (summary['detector'] == name)]
+                for level in (0.01, 0.05, 0.10, 0.20):
+                    key = f'{round(level * 100):d}pct'
+                    if not len(op) or f'contamination_at_{key}' not in op.colnames:
+                        continue
+                    cx = float(op[f'contamination_at_{key}'][0])
+                    cy = float(op[f'completeness_at_{key}'][0])
+                    if np.isfinite(cx) and np.isfinite(cy):
+                        ax.plot(max(cx, CONTAMINATION_FLOOR), cy, '*', ms=9,
+                                mec='k', mew=0.5, color=_COLORS.get(name),
+                                zorder=5)
+            for level in (0.01, 0.05, 0.10, 0.20):
+                ax.axvline(level, color='0.75', lw=0.8, ls=':', zorder=0)
+                ax.text(level, 1.005, f'{level:.0%}', ha='center',
+                        va='bottom', fontsize=8, color='0.4',
+                        transform=ax.get_xaxis_transform())
+            ax.set_xscale('log')
+            ax.set_xlim(CONTAMINATION_FLOOR * 0.8, 1.0)
+            ax.xaxis.set_major_formatter(
+                plt.FuncFormatter(lambda v, _: f'{v:.1%}'.replace('.0%', '%')
+                                  if v < 0.01 else f'{v:.0%}'))
+            ax.set_ylim(0, 1.0)
+            ax.set_xlabel('contamination FP / (TP + FP)')
+            ax.set_title(f'{regime}: {n_img} images, {n_truth} sources',
+                         pad=14)
+            ax.grid(alpha=0.3, which='both')
+        axes[0][0].set_ylabel('completeness TP / (TP + FN)')
+        axes[0][-1].legend(loc='lower right')
+        fig.tight_layout()
+        _caption(fig, 'Completeness against contamination over each '
+                 "detector's threshold sweep, all sources pooled over the "
+                 'test images (error bars: bootstrap over images). Stars: '
+                 'the thresholds refined to reach 1, 5, 10 and 20 % '
+                 'contamination (the summary table). Points with no false '
+                 'positive are drawn at 0.1 %.', bottom=0.24)
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+
+
+def plot_astrometry(astrometry, path):
+    """
+    Position error vs S/N and flux ratio vs magnitude at the operating points.
+
+    Parameters
+    ----------
+    astrometry : `~astropy.table.QTable`
+        From `~astro_deepcolor.evaluation.harness.astrometry_photometry`.
+    path : str or `~pathlib.Path`
+        Output PNG.
+
+    Returns
+    -------
+    written : bool
+        False when there is nothing to plot.
+    """
+    if not len(astrometry):
+        return False
+    plt = _plt()
+    regimes = list(dict.fromkeys(astrometry['regime']))
+    with plt.rc_context(_FONT):
+        fig, axes = plt.subplots(2, len(regimes),
+                                 figsize=(5.0 * len(regimes) + 0.6, 8.4),
+                                 squeeze=False, sharex='row', sharey='row')
+        for col, regime in enumerate(regimes):
+            sel = astrometry[astrometry['regime'] == regime]
+            for row, quantity in enumerate(('position_error', 'flux_ratio')):
+                ax = axes[row][col]
+                q = sel[(sel['quantity'] == quantity) & (sel['n'] >= 3)]
+                for name in _order(set(sel['detector'])):
+                    d = q[q['detector'] == name]
+                    if not len(d):
+                        continue
+                    low = np.asarray(d['low'], float)
+                    high = np.asarray(d['high'], float)
+                    center = np.asarray(d['center'], float)
+                    spread = np.asarray(d['spread'], float)
+                    color = _COLORS.get(name)
+                    label = f"{name} ({d['operating_threshold'][0]})"
+                    if quantity == 'position_error':
+                        mid = np.sqrt(low * high)
+                        ax.plot(mid, center, '-o', ms=3, color=color,
+                                label=label)
+                        ax.plot(mid, spread, '--', color=color, lw=1)
+                    else:
+                        mid = 0.5 * (low + high)
+                        ax.plot(mid, center, '-o', ms=3, color=color,
+                                label=label)
+                        ax.fill_between(mid, center - spread, center + spread,
+                                        color=color, alpha=0.12, lw=0)
+                if quantity == 'position_error':
+                    ax.set_xscale('log')
+                    ax.set_yscale('log')
+                    ax.set_xlabel('true S/N')
+                    ax.axvline(5, color='0.6', lw=0.7, ls=':')
+                    ax.set_title(f'{regime}: position error', pad=6)
+                    if col == 0:
+                        ax.set_ylabel('pixels (median; dashed: 68 % radius)')
+                else:
+                    ax.axhline(0, color='0.5', lw=0.8)
+                    ax.set_xlabel('true magnitude')
+                    ax.set_title(f'{regime}: flux / true flux - 1', pad=6)
+                    if col == 0:
+                        ax.set_ylabel('median bias (band: robust scatter)')
+                ax.grid(alpha=0.3, which='both')
+            if axes[0][col].get_legend_handles_labels()[0]:
+                axes[0][col].legend(loc='upper right', fontsize=8)
+        fig.tight_layout()
+        n_img = astrometry.meta.get('n_images', '?')
+        _caption(fig, "Matched sources at each detector's operating point "
+                 '(best completeness at <= 5 % contamination; threshold in '
+                 f'the legend), pooled over {n_img} test images per regime. '
+                 'Top: distance from the detection centroid to the true '
+                 'position per true-S/N bin. Bottom: measured segment or '
+                 'isophotal flux over true flux per true-magnitude bin. Bins '
+                 'with fewer than 3 matches are not drawn.', bottom=0.12)
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+    return True
 
 
 def plot_completeness_mag(binned, summary, path):
-    """Completeness vs magnitude and S/N at each detector's operating point."""
+    """
+    Completeness vs magnitude and S/N at each detector's operating point.
+
+    Parameters
+    ----------
+    binned, summary : `~astropy.table.QTable`
+        From `~astro_deepcolor.evaluation.harness.summarize`.
+    path : str or `~pathlib.Path`
+        Output PNG.
+    """
     plt = _plt()
     regimes = list(dict.fromkeys(binned['regime']))
-    fig, axes = plt.subplots(2, len(regimes), figsize=(5.2 * len(regimes), 7.4),
-                             squeeze=False, sharey=True)
-    for col, regime in enumerate(regimes):
-        for row, quantity in enumerate(('mag', 'snr')):
-            ax = axes[row][col]
-            sel = binned[(binned['regime'] == regime)
-                         & (binned['quantity'] == quantity)]
-            for name in _order(set(sel['detector'])):
-                b = sel[(sel['detector'] == name) & (sel['n_truth'] > 0)]
-                mid = (np.sqrt(b['low'] * b['high']) if quantity == 'snr'
-                       else 0.5 * (b['low'] + b['high']))
-                n = np.asarray(b['n_truth'], float)
-                p = np.asarray(b['completeness'], float)
-                err = np.sqrt(np.clip(p * (1 - p), 0, None) / n)
-                op = summary[(summary['regime'] == regime)
-                             & (summary['detector'] == name)]
-                ax.errorbar(mid, p, yerr=err, fmt='-o', ms=3, lw=1.2,
-                            color=_COLORS.get(name), elinewidth=0.6,
-                            label=f'{name} ({op["operating_threshold"][0]})')
-            if quantity == 'snr':
-                ax.set_xscale('log')
-                ax.axvline(5, color='0.6', lw=0.7, ls=':')
-                ax.set_xlabel('truth optimal S/N')
-            else:
-                ax.set_xlabel('truth magnitude')
-                ax.set_title(f'{regime} (operating points)')
-            ax.set_ylim(0, 1.02)
-            ax.grid(alpha=0.3)
-            if col == 0:
-                ax.set_ylabel('completeness')
-        axes[0][col].legend(fontsize=7, loc='lower left')
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    with plt.rc_context(_FONT):
+        fig, axes = plt.subplots(2, len(regimes),
+                                 figsize=(5.0 * len(regimes) + 0.6, 8.4),
+                                 squeeze=False, sharey=True)
+        for col, regime in enumerate(regimes):
+            for row, quantity in enumerate(('mag', 'snr')):
+                ax = axes[row][col]
+                sel = binned[(binned['regime'] == regime)
+                             & (binned['quantity'] == quantity)]
+                for name in _order(set(sel['detector'])):
+                    b = sel[(sel['detector'] == name) & (sel['n_truth'] > 0)]
+                    mid = (np.sqrt(b['low'] * b['high']) if quantity == 'snr'
+                           else 0.5 * (b['low'] + b['high']))
+                    n = np.asarray(b['n_truth'], float)
+                    p = np.asarray(b['completeness'], float)
+                    err = np.sqrt(np.clip(p * (1 - p), 0, None) / n)
+                    op = summary[(summary['regime'] == regime)
+                                 & (summary['detector'] == name)]
+                    ax.errorbar(mid, p, yerr=err, fmt='-o', ms=3, lw=1.2,
+                                color=_COLORS.get(name), elinewidth=0.6,
+                                label=f'{name} ({op["operating_threshold"][0]})')
+                if quantity == 'snr':
+                    ax.set_xscale('log')
+                    ax.axvline(5, color='0.6', lw=0.7, ls=':')
+                    ax.set_xlabel('true S/N')
+                else:
+                    ax.set_xlabel('true magnitude')
+                    n_truth = int(summary[summary['regime'] == regime]
+                                  ['n_truth'][0])
+                    ax.set_title(f'{regime}: {n_truth} sources')
+                ax.set_ylim(0, 1.02)
+                ax.grid(alpha=0.3)
+                if col == 0:
+                    ax.set_ylabel('completeness')
+            axes[0][col].legend(fontsize=8, loc='lower left')
+        fig.tight_layout()
+        n_img = summary.meta.get('n_images', '?')
+        _caption(fig, "Completeness per true-magnitude bin (top) and "
+                 "true-S/N bin (bottom) at each detector's operating point "
+                 '(best completeness at <= 5 % contamination, threshold in '
+                 f'the legend), {n_img} test images per regime; error bars '
+                 'binomial.', bottom=0.1)
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
 
 
 def plot_fp_classes(fp_table, path):
-    """False positives per image and contaminant class, per detector."""
+    """
+    False positives per image and contaminant class, per detector.
+
+    Parameters
+    ----------
+    fp_table : `~astropy.table.QTable`
+        From `~astro_deepcolor.evaluation.harness.summarize`.
+    path : str or `~pathlib.Path`
+        Output PNG.
+    """
     plt = _plt()
     regimes = list(dict.fromkeys(fp_table['regime']))
-    fig, axes = plt.subplots(1, len(regimes), figsize=(5.6 * len(regimes), 4.0),
-                             squeeze=False, sharey=True)
-    for ax, regime in zip(axes[0], regimes, strict=True):
-        sel = fp_table[fp_table['regime'] == regime]
-        classes = list(dict.fromkeys(sel['contaminant']))
-        names = _order(set(sel['detector']))
-        width = 0.8 / max(len(names), 1)
-        x = np.arange(len(classes))
-        for k, name in enumerate(names):
-            d = sel[sel['detector'] == name]
-            vals = [float(d[d['contaminant'] == c]['fp_per_image'][0])
-                    for c in classes]
-            ax.bar(x + (k - (len(names) - 1) / 2) * width, vals, width,
-                   color=_COLORS.get(name), label=name)
-        ax.set_xticks(x, classes, rotation=45, ha='right', fontsize=8)
-        ax.set_yscale('symlog', linthresh=0.1)
-        ax.set_title(f'{regime}: false positives at operating point')
-        ax.grid(alpha=0.3, axis='y')
-    axes[0][0].set_ylabel('false positives per image')
-    axes[0][-1].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    with plt.rc_context(_FONT):
+        fig, axes = plt.subplots(1, len(regimes),
+                                 figsize=(5.4 * len(regimes) + 0.6, 5.0),
+                                 squeeze=False, sharey=True)
+        for ax, regime in zip(axes[0], regimes, strict=True):
+            sel = fp_table[fp_table['regime'] == regime]
+            classes = list(dict.fromkeys(sel['contaminant']))
+            names = _order(set(sel['detector']))
+            width = 0.8 / max(len(names), 1)
+            x = np.arange(len(classes))
+            for k, name in enumerate(names):
+                d = sel[sel['detector'] == name]
+                vals = [float(d[d['contaminant'] == c]['fp_per_image'][0])
+                        for c in classes]
+                ax.bar(x + (k - (len(names) - 1) / 2) * width, vals, width,
+                       color=_COLORS.get(name), label=name)
+            ax.set_xticks(x, classes, rotation=45, ha='right', fontsize=9)
+            ax.set_yscale('symlog', linthresh=0.1)
+            ax.set_title(f'{regime}')
+            ax.grid(alpha=0.3, axis='y')
+        axes[0][0].set_ylabel('false positives per image')
+        axes[0][-1].legend(fontsize=8)
+        fig.tight_layout()
+        n_img = fp_table.meta.get('n_images', '?')
+        _caption(fig, "False positives per image at each detector's "
+                 'operating point, charged to every contaminant class under '
+                 "their footprint ('none': noise or fragments of real "
+                 f'sources), {n_img} test images per regime.', bottom=0.3)
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
 
 
 def _stretch(data):
@@ -207,7 +388,9 @@ def plot_examples(result, summary, path):
                          & (summary['detector'] == name)]
             label = op['operating_threshold'][0] if len(op) else None
             dets = ex['detections'].get(name, {})
-            if label not in dets:
+            if label not in dets:  # a refined point: the nearest grid one
+                label = _nearest_label(label, dets)
+            if label is None:
                 ax.set_axis_off()
                 continue
             segm, table = dets[label]
@@ -231,6 +414,22 @@ def plot_examples(result, summary, path):
     return True
 
 
+def _nearest_label(label, dets):
+    try:
+        t = float(label)
+    except (TypeError, ValueError):
+        return None
+    scalar = {}
+    for k in dets:
+        try:
+            scalar[k] = float(k)
+        except ValueError:
+            continue
+    if not scalar:
+        return None
+    return min(scalar, key=lambda k: abs(scalar[k] - t))
+
+
 def _fmt(v):
     if isinstance(v, (float, np.floating)):
         return 'nan' if not np.isfinite(v) else f'{v:.3f}'
@@ -245,9 +444,34 @@ def _html_table(table, columns):
     return f'<table border="1" cellspacing="0" cellpadding="3"><tr>{head}</tr>{rows}</table>'
 
 
+def _pct(r, key, *, err=True):
+    v = float(r[key]) if key in r.colnames else np.nan
+    if not np.isfinite(v):
+        return '--'
+    e = r[key + '_err'] if err and key + '_err' in r.colnames else None
+    if e is not None and np.isfinite(e):
+        return f'{v:.3f} ± {float(e):.3f}'
+    return f'{v:.3f}'
+
+
+def _list_table(head, rows, widths=None):
+    lines = ['.. list-table::', '   :header-rows: 1']
+    if widths:
+        lines.append('   :widths: ' + ' '.join(str(w) for w in widths))
+    lines.append('')
+    for cells in [head, *rows]:
+        lines.append('   * - ' + '\n     - '.join(str(c) for c in cells))
+    return '\n'.join(lines) + '\n'
+
+
 def summary_rst(summary):
     """
-    The summary as a reStructuredText list-table (for the docs).
+    The detection summary as a reStructuredText list-table (for the docs).
+
+    Completeness at 1, 5, 10 and 20 % contamination (measured at refined
+    thresholds, with the threshold and, in brackets, the figure read off
+    the protocol grid alone), on the S/N >= 5 sources at 5 %, and the
+    deblending success at the operating point.
 
     Parameters
     ----------
@@ -258,40 +482,67 @@ def summary_rst(summary):
     -------
     text : str
     """
-    def pct(r, key):
-        v = float(r[key])
-        if not np.isfinite(v):
-            return '--'
-        err = r[key + '_err'] if key + '_err' in r.colnames else None
-        if err is not None and np.isfinite(err):
-            return f'{v:.3f} ± {float(err):.3f}'
-        return f'{v:.3f}'
+    head = ['regime', 'detector', 'C @ 1 %', 'C @ 5 %', 'C @ 10 %',
+            'C @ 20 %', 'C (S/N ≥ 5) @ 5 %', 'deblend']
+    rows = []
+    for r in summary:
+        cells = [r['regime'], r['detector']]
+        for level in (1, 5, 10, 20):
+            key = f'completeness_at_{level}pct'
+            text = _pct(r, key)
+            thr = (r[f'threshold_at_{level}pct']
+                   if f'threshold_at_{level}pct' in r.colnames else None)
+            if text != '--' and thr is not None:
+                text += f' (t={thr}'
+                grid = f'completeness_grid_at_{level}pct'
+                if grid in r.colnames:
+                    text += f'; grid {_pct(r, grid, err=False)}'
+                text += ')'
+            cells.append(text)
+        cells.append(_pct(r, 'completeness_bright_at_5pct', err=False))
+        cells.append(f"{_pct(r, 'deblend_success', err=False)} "
+                     f"({int(r['n_pairs'])} pairs)")
+        rows.append(cells)
+    return _list_table(head, rows, (8, 9, 14, 14, 14, 14, 9, 10))
 
+
+def measurement_rst(summary):
+    """
+    The operating points' astrometry, photometry and false positives (rst).
+
+    Parameters
+    ----------
+    summary : `~astropy.table.QTable`
+        From `~astro_deepcolor.evaluation.harness.summarize`.
+
+    Returns
+    -------
+    text : str
+    """
     fp_cols = [c for c in summary.colnames if c.startswith('fp_')
                and c != 'fp_total']
-    head = ['regime', 'detector', 'C @ 1 %', 'C @ 5 %', 'C @ 10 %',
-            'C @ 20 %', 'C @ 50 %', 'C (S/N ≥ 5) @ 5 / 20 / 50 %',
-            'min. contam.', 'operating point', 'C (S/N ≥ 5)', 'deblend',
-            'FP by class (operating point)']
-    lines = ['.. list-table::', '   :header-rows: 1', '']
-    lines.append('   * - ' + '\n     - '.join(head))
+    head = ['regime', 'detector', 'operating point', 'C / C (S/N ≥ 5)',
+            'position error (px): median / 68 %', 'flux ratio: bias / '
+            'scatter', 'false positives by class']
+    rows = []
     for r in summary:
         fps = ', '.join(f'{c[3:]} {int(r[c])}' for c in fp_cols if int(r[c]))
-        cells = [r['regime'], r['detector'], pct(r, 'completeness_at_1pct'),
-                 pct(r, 'completeness_at_5pct'), pct(r, 'completeness_at_10pct'),
-                 pct(r, 'completeness_at_20pct'), pct(r, 'completeness_at_50pct'),
-                 ' / '.join(_fmt(r[k]) if k in r.colnames else '--'
-                            for k in ('completeness_bright_at_5pct',
-                                      'completeness_bright_at_20pct',
-                                      'completeness_bright_at_50pct')).replace('nan', '--'),
-                 _fmt(r['min_contamination']),
-                 f"{r['operating_threshold']} (C {float(r['operating_completeness']):.3f}, "
-                 f"contam. {float(r['operating_contamination']):.3f})",
-                 _fmt(r['operating_completeness_bright']),
-                 f"{_fmt(r['deblend_success'])} ({int(r['n_pairs'])} pairs)",
-                 fps or 'none']
-        lines.append('   * - ' + '\n     - '.join(str(c) for c in cells))
-    return '\n'.join(lines) + '\n'
+        cells = [r['regime'], r['detector'],
+                 f"{r['operating_threshold']} (contam. "
+                 f"{float(r['operating_contamination']):.3f})",
+                 f"{_fmt(r['operating_completeness'])} / "
+                 f"{_fmt(r['operating_completeness_bright'])}"]
+        if 'position_error_median' in r.colnames:
+            cells.append(f"{_fmt(r['position_error_median'])} / "
+                         f"{_fmt(r['position_error_68'])}")
+            cells.append(f"{float(r['flux_ratio_bias']):+.3f} / "
+                         f"{_fmt(r['flux_ratio_scatter'])}"
+                         .replace('nan', '--'))
+        else:
+            cells += ['--', '--']
+        cells.append(fps or 'none')
+        rows.append(cells)
+    return _list_table(head, rows, (8, 9, 14, 12, 14, 14, 20))
 
 
 def write_outputs(result, curves, summary, binned, fp_table, out_dir, *,
@@ -333,6 +584,15 @@ def write_outputs(result, curves, summary, binned, fp_table, out_dir, *,
     for name, (func, args) in plots.items():
         files[name] = out / f'{name}.png'
         func(*args, files[name])
+    from .harness import astrometry_photometry
+
+    astrometry = astrometry_photometry(result)
+    files['astrometry_photometry'] = out / 'astrometry_photometry.ecsv'
+    _write(astrometry, files['astrometry_photometry'])
+    files['benchmark_astrometry_photometry'] = (
+        out / 'benchmark_astrometry_photometry.png')
+    if not plot_astrometry(astrometry, files['benchmark_astrometry_photometry']):
+        del files['benchmark_astrometry_photometry']
     files['benchmark_examples'] = out / 'benchmark_examples.png'
     if not plot_examples(result, summary, files['benchmark_examples']):
         del files['benchmark_examples']
@@ -340,6 +600,8 @@ def write_outputs(result, curves, summary, binned, fp_table, out_dir, *,
     meta['skipped'] = dict(result.skipped)
     files['summary_rst'] = out / 'summary_table.rst'
     files['summary_rst'].write_text(summary_rst(summary))
+    files['measurement_rst'] = out / 'measurement_table.rst'
+    files['measurement_rst'].write_text(measurement_rst(summary))
     files['meta'] = out / 'meta.json'
     files['meta'].write_text(json.dumps(meta, indent=2, default=str))
 
@@ -363,7 +625,8 @@ def write_outputs(result, curves, summary, binned, fp_table, out_dir, *,
         parts.append(_html_table(kinds, ['regime', 'detector', 'quantity',
                                          'n_truth', 'n_matched', 'completeness']))
     for key in ('benchmark_completeness_contamination', 'benchmark_completeness_mag',
-                'benchmark_fp_classes', 'benchmark_examples'):
+                'benchmark_astrometry_photometry', 'benchmark_fp_classes',
+                'benchmark_examples'):
         if key in files:
             parts.append(f'<h2>{key}</h2><img src="{files[key].name}">')
     if 'real_data' in files:
