@@ -312,3 +312,16 @@ def test_refine_rounds_validated():
         run_sweeps(regimes=['clean'], detectors=['sep'], quick=True,
                    n_images=1, shape=(64, 64), progress=False,
                    refine_rounds=-1)
+
+
+def test_real_images_use_the_benchmark_operating_points():
+    from astro_deepcolor.evaluation.realdata import operating_thresholds
+
+    summary = QTable({'regime': ['clean', 'contaminated', 'contaminated'],
+                      'detector': ['sep', 'sep', 'noisechisel'],
+                      'operating_threshold': ['1.25', '2.375', 'q=0.3,sn=0.99']})
+    assert operating_thresholds(summary) == {'sep': 2.375,
+                                             'noisechisel': (0.3, 0.99)}
+    assert operating_thresholds(summary, 'clean') == {'sep': 1.25}
+    only_clean = summary[summary['regime'] == 'clean']
+    assert operating_thresholds(only_clean) == {'sep': 1.25}

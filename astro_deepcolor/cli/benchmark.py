@@ -91,7 +91,10 @@ def run(args):
         0 on success.
     """
     from astro_deepcolor.evaluation.harness import merge_results, run_sweeps, summarize
-    from astro_deepcolor.evaluation.realdata import real_data_checks
+    from astro_deepcolor.evaluation.realdata import (
+        operating_thresholds,
+        real_data_checks,
+    )
     from astro_deepcolor.evaluation.report import write_outputs
 
     if args.n_images is not None and args.n_images < 1:
@@ -123,7 +126,8 @@ def run(args):
     real = None
     if not args.no_real:
         real = real_data_checks(result.meta['detectors'], args.data_dir,
-                                model=result.meta.get('model'))
+                                model=result.meta.get('model'),
+                                thresholds=operating_thresholds(summary))
     write_outputs(result, curves, summary, binned, fps, out, real=real)
     _print_summary(summary, out)
     if real is not None:

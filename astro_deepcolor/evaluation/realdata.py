@@ -27,7 +27,8 @@ from astropy.utils.exceptions import AstropyWarning
 
 from .matching import match_sources
 
-__all__ = ['default_data_dir', 'read_streaks', 'real_data_checks']
+__all__ = ['default_data_dir', 'operating_thresholds', 'read_streaks',
+           'real_data_checks']
 
 #: Operating threshold of each detector on real images.
 REAL_THRESHOLDS = {'cnn': 0.5, 'sep': 1.5, 'sep_matched': 5.0, 'photutils': 1.5,
@@ -35,6 +36,48 @@ REAL_THRESHOLDS = {'cnn': 0.5, 'sep': 1.5, 'sep_matched': 5.0, 'photutils': 1.5,
                    'noisechisel': (0.3, 0.99)}
 #: FWHM (pixels) assumed for the matched filters when a header says nothing.
 DEFAULT_FWHM = 4.0
+
+
+#: Benchmark regime whose operating points set the real-image thresholds
+#: (real exposures carry artefacts).
+REAL_REGIME = 'contaminated'
+
+
+def operating_thresholds(summary, regime=REAL_REGIME):
+    """
+    Each detector's operating threshold on the benchmark, for real images.
+
+    The operating point is the best completeness at <= 5 % contamination
+    on the benchmark's ``regime`` images (the other regime when that one
+    was not run), so the real-image checks compare the detectors at the
+    same contamination rather than at unrelated default thresholds.
+
+    Parameters
+    ----------
+    summary : `~astropy.table.QTable`
+        From `~astro_deepcolor.evaluation.harness.summarize`.
+    regime : str, optional
+        Benchmark regime.
+
+    Returns
+    -------
+    thresholds : dict
+        Detector -> threshold (float, or ``(qthresh, snquant)``).
+    """
+    regimes = list(dict.fromkeys(summary['regime'])) if len(summary) else []
+    if regime not in regimes:
+        if not regimes:
+            return {}
+        regime = regimes[0]
+    out = {}
+    for row in summary[summary['regime'] == regime]:
+        label = str(row['operating_threshold'])
+        try:
+            out[str(row['detector'])] = float(label)
+        except ValueError:
+            q, sn = (float(v.split('=')[1]) for v in label.split(','))
+            out[str(row['detector'])] = (q, sn)
+    return out
 
 
 def default_data_dir():
@@ -58,11 +101,11 @@ def _read(path, hdu=0):
     return data.astype(data.dtype.newbyteorder('=')).astype(np.float32), header
 
 
-def _detect(name, data, fwhm, model=None):
+def _detect(name, data, fwhm, model=None, thresholds=None):
     from .harness import make_detector
 
     det = make_detector(name, fwhm, model=model)
-    t = REAL_THRESHOLDS[name]
+    t = (thresholds or REAL_THRESHOLDS).get(name, REAL_THRESHOLDS[name])
     try:
         _, _, table = next(iter(det.sweep(data, [t])))
     except (ValueError, RuntimeError) as exc:
@@ -78,7 +121,7 @@ def _row(dataset, name, t, metric, value, n, note=''):
             'metric': metric, 'value': float(value), 'n': int(n), 'note': note}
 
 
-def _check_sep_field(root, names, model):
+def _check_sep_field(root, names, model, thresholds=None):
     rows = []
     path = root / 'sep' / 'image.fits'
     if not path.exists():
@@ -88,7 +131,7 @@ def _check_sep_field(root, names, model):
     ref_xy = QTable({'x': np.asarray(ref['X_IMAGE'], float) - 1,
                      'y': np.asarray(ref['Y_IMAGE'], float) - 1})
     for name in names:
-        table, t = _detect(name, data, 3.0, model)
+        table, t = _detect(name, data, 3.0, model, thresholds)
         if table is None:
             continue
         m = match_sources(ref_xy, table, radius=2.0)
@@ -134,7 +177,7 @@ def read_streaks(path):
     return segs
 
 
-def _check_streak(root, names, model):
+def _check_streak(root, names, model, thresholds=None):
     rows = []
     path = root / 'astride' / 'long.fits'
     if not path.exists():
@@ -142,7 +185,7 @@ def _check_streak(root, names, model):
     data, _ = _read(path)
     segs = read_streaks(root / 'astride' / 'long.fits.out.txt')
     for name in names:
-        table, t = _detect(name, data, 3.0, model)
+        table, t = _detect(name, data, 3.0, model, thresholds)
         if table is None:
             continue
         d = _streak_distance(np.asarray(table['x'], float),
@@ -154,7 +197,7 @@ def _check_streak(root, names, model):
     return rows
 
 
-def _check_dq(root, names, model):
+def _check_dq(root, names, model, thresholds=None):
     rows = []
     images = sorted((root / 'legacypipe').glob('testcase*/*_ooi_*.fits'))
     if not images:
@@ -165,7 +208,7 @@ def _check_dq(root, names, model):
             data, hdr = _read(img, 1)
             dq, _ = _read(Path(str(img).replace('_ooi_', '_ood_')), 1)
             fwhm = float(hdr.get('FWHM', DEFAULT_FWHM) or DEFAULT_FWHM)
-            table, _t = _detect(name, data, fwhm, model)
+            table, _t = _detect(name, data, fwhm, model, thresholds)
             if table is None:
                 continue
             ix = np.clip(np.round(np.asarray(table['x'], float)).astype(int), 0,
@@ -181,7 +224,7 @@ def _check_dq(root, names, model):
     return rows
 
 
-def _check_gaia(root, names, model):
+def _check_gaia(root, names, model, thresholds=None):
     from astropy.wcs import WCS, FITSFixedWarning
 
     rows = []
@@ -202,7 +245,7 @@ def _check_gaia(root, names, model):
     truth = QTable({'x': x[inside], 'y': y[inside]})
     fwhm = float(hdr.get('FWHM', DEFAULT_FWHM) or DEFAULT_FWHM)
     for name in names:
-        table, t = _detect(name, data, fwhm, model)
+        table, t = _detect(name, data, fwhm, model, thresholds)
         if table is None or not len(truth):
             continue
         m = match_sources(truth, table, radius=3.0)
@@ -213,7 +256,7 @@ def _check_gaia(root, names, model):
     return rows
 
 
-def real_data_checks(names, data_dir=None, *, model=None):
+def real_data_checks(names, data_dir=None, *, model=None, thresholds=None):
     """
     Run the real-image checks for the given detectors.
 
@@ -226,6 +269,10 @@ def real_data_checks(names, data_dir=None, *, model=None):
         repository).
     model : str, optional
         CNN model file (default: the shipped model).
+    thresholds : dict, optional
+        Detector -> threshold; by default `REAL_THRESHOLDS`. Pass
+        `operating_thresholds` of a benchmark summary to compare the
+        detectors at the same contamination (their 5 % operating points).
 
     Returns
     -------
@@ -238,5 +285,5 @@ def real_data_checks(names, data_dir=None, *, model=None):
     names = list(names)
     rows = []
     for check in (_check_sep_field, _check_streak, _check_dq, _check_gaia):
-        rows += check(root, names, model)
+        rows += check(root, names, model, thresholds)
     return QTable(rows=rows) if rows else None
