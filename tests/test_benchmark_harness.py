@@ -89,6 +89,20 @@ def test_quick_cli_outputs(tmp_path, capsys):
     a = np.nan_to_num(np.asarray(summary['completeness_at_1pct'], float))
     b = np.nan_to_num(np.asarray(summary['completeness_at_10pct'], float))
     assert np.all(b >= a)
+    # the docs draw the figures from these tables
+    import matplotlib.pyplot as plt
+
+    from astro_deepcolor.evaluation.report import plot_results
+
+    for fig_name in ('curves', 'completeness_mag', 'fp_classes', 'astrometry'):
+        fig = plot_results(fig_name, out)
+        assert len(fig.axes) >= 2, fig_name
+        plt.close(fig)
+    note = plot_results('astrometry', tmp_path)
+    assert 'astrometry_photometry.ecsv not found' in note.texts[0].get_text()
+    plt.close(note)
+    with pytest.raises(ValueError, match="name must be one of"):
+        plot_results('nope', out)
     html = (out / 'report.html').read_text()
     assert 'benchmark_completeness_contamination.png' in html
     assert 'results in' in capsys.readouterr().out

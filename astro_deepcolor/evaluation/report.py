@@ -31,6 +31,7 @@ import numpy as np
 
 __all__ = ['SUMMARY_COLUMNS', 'measurement_rst', 'plot_astrometry',
            'plot_completeness_mag', 'plot_curves', 'plot_fp_classes',
+           'plot_results',
            'summary_rst', 'write_outputs']
 
 #: Columns of the summary shown in the HTML report and the docs.
@@ -87,6 +88,62 @@ def _caption(fig, text, *, bottom=0.16):
     fig.subplots_adjust(bottom=bottom)
 
 
+def _finish(plt, fig, path):
+    """Save and close (``path``), or return the figure (``path=None``)."""
+    if path is None:
+        return fig
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return None
+
+
+def plot_results(name, results_dir=None):
+    """
+    Draw one benchmark figure from the tables a benchmark run wrote.
+
+    This is how the documentation draws its figures: from the ECSV files
+    under ``results/benchmark`` at build time, never from copied images.
+
+    Parameters
+    ----------
+    name : {'curves', 'completeness_mag', 'fp_classes', 'astrometry'}
+        The figure.
+    results_dir : str or `~pathlib.Path`, optional
+        The results directory (default: ``results/benchmark`` of the
+        source tree).
+
+    Returns
+    -------
+    fig : `~matplotlib.figure.Figure`
+        The figure (a note saying which file is missing when the run did
+        not write it).
+    """
+    from astropy.table import QTable
+
+    root = (Path(results_dir) if results_dir is not None
+            else Path(__file__).resolve().parents[2] / 'results' / 'benchmark')
+    needs = {'curves': ('curves', 'summary'),
+             'completeness_mag': ('completeness_binned', 'summary'),
+             'fp_classes': ('fp_by_class',),
+             'astrometry': ('astrometry_photometry',)}
+    if name not in needs:
+        msg = f'name must be one of {sorted(needs)}, got {name!r}'
+        raise ValueError(msg)
+    missing = [f'{f}.ecsv' for f in needs[name]
+               if not (root / f'{f}.ecsv').is_file()]
+    if missing:
+        plt = _plt()
+        fig = plt.figure(figsize=(8, 1.2))
+        fig.text(0.5, 0.5, f'{", ".join(missing)} not found in {root.name}/: '
+                 'run the benchmark (tox -e benchmark) to draw this figure',
+                 ha='center', va='center')
+        return fig
+    tables = [QTable.read(root / f'{f}.ecsv') for f in needs[name]]
+    func = {'curves': plot_curves, 'completeness_mag': plot_completeness_mag,
+            'fp_classes': plot_fp_classes, 'astrometry': plot_astrometry}[name]
+    return func(*tables, None)
+
+
 def plot_curves(curves, summary, path):
     """
     Completeness vs contamination, one panel per regime.
@@ -99,8 +156,8 @@ def plot_curves(curves, summary, path):
     ----------
     curves, summary : `~astropy.table.QTable`
         From `~astro_deepcolor.evaluation.harness.summarize`.
-    path : str or `~pathlib.Path`
-        Output PNG.
+    path : str or `~pathlib.Path` or None
+        Output PNG (None: return the figure).
     """
     plt = _plt()
     regimes = list(dict.fromkeys(curves['regime']))
@@ -160,8 +217,7 @@ def plot_curves(curves, summary, path):
                  'the thresholds refined to reach 1, 5, 10 and 20 % '
                  'contamination (the summary table). Points with no false '
                  'positive are drawn at 0.1 %.', bottom=0.24)
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+        return _finish(plt, fig, path)
 
 
 def plot_astrometry(astrometry, path):
@@ -172,13 +228,14 @@ def plot_astrometry(astrometry, path):
     ----------
     astrometry : `~astropy.table.QTable`
         From `~astro_deepcolor.evaluation.harness.astrometry_photometry`.
-    path : str or `~pathlib.Path`
-        Output PNG.
+    path : str or `~pathlib.Path` or None
+        Output PNG (None: return the figure).
 
     Returns
     -------
-    written : bool
-        False when there is nothing to plot.
+    written : bool or `~matplotlib.figure.Figure`
+        False when there is nothing to plot; the figure when ``path`` is
+        None.
     """
     if not len(astrometry):
         return False
@@ -240,8 +297,9 @@ def plot_astrometry(astrometry, path):
                  'position per true-S/N bin. Bottom: measured segment or '
                  'isophotal flux over true flux per true-magnitude bin. Bins '
                  'with fewer than 3 matches are not drawn.', bottom=0.12)
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+        if path is None:
+            return fig
+        _finish(plt, fig, path)
     return True
 
 
@@ -253,8 +311,8 @@ def plot_completeness_mag(binned, summary, path):
     ----------
     binned, summary : `~astropy.table.QTable`
         From `~astro_deepcolor.evaluation.harness.summarize`.
-    path : str or `~pathlib.Path`
-        Output PNG.
+    path : str or `~pathlib.Path` or None
+        Output PNG (None: return the figure).
     """
     plt = _plt()
     regimes = list(dict.fromkeys(binned['regime']))
@@ -300,8 +358,7 @@ def plot_completeness_mag(binned, summary, path):
                  '(best completeness at <= 5 % contamination, threshold in '
                  f'the legend), {n_img} test images per regime; error bars '
                  'binomial.', bottom=0.1)
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+        return _finish(plt, fig, path)
 
 
 def plot_fp_classes(fp_table, path):
@@ -312,8 +369,8 @@ def plot_fp_classes(fp_table, path):
     ----------
     fp_table : `~astropy.table.QTable`
         From `~astro_deepcolor.evaluation.harness.summarize`.
-    path : str or `~pathlib.Path`
-        Output PNG.
+    path : str or `~pathlib.Path` or None
+        Output PNG (None: return the figure).
     """
     plt = _plt()
     regimes = list(dict.fromkeys(fp_table['regime']))
@@ -345,8 +402,7 @@ def plot_fp_classes(fp_table, path):
                  'operating point, charged to every contaminant class under '
                  "their footprint ('none': noise or fragments of real "
                  f'sources), {n_img} test images per regime.', bottom=0.3)
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+        return _finish(plt, fig, path)
 
 
 def _stretch(data):
