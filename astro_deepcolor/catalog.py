@@ -104,7 +104,7 @@ def make_catalog(data, segm, *, error=None, wcs=None, background=None,
     columns : list of str, optional
         Columns of the table: any `~photutils.segmentation.SourceCatalog`
         property name, and ``'detection_probability'``. Default:
-        `DEFAULT_COLUMNS`.
+        ``DEFAULT_COLUMNS``.
     box_size, filter_size : int, optional
         Background mesh size and median filter (when estimated).
 

@@ -510,7 +510,7 @@ def segment_probabilities(probs, threshold, n_pixels, *, connectivity=8,
     Returns
     -------
     segm : `~photutils.segmentation.SegmentationImage` or None
-        The sources (None and a `NoDetectionsWarning` if none).
+        The sources (None and a `~photutils.utils.exceptions.NoDetectionsWarning` if none).
     """
     low, detect = detection_levels(threshold, footprint_threshold)
     colour, p_fg = classify_pixels(probs, low, mask)

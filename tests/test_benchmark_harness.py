@@ -57,7 +57,7 @@ def test_quick_cli_outputs(tmp_path, capsys):
                    '--detectors', 'sep', 'photutils', 'cnn', '--jobs', '2'])
     assert status == 0
     for name in ('curves.ecsv', 'summary.ecsv', 'completeness_binned.ecsv',
-                 'fp_by_class.ecsv', 'report.html', 'raw.pickle', 'meta.json',
+                 'fp_by_class.ecsv', 'report.html', 'raw.pickle', 'meta.json', 'run_settings.rst',
                  'benchmark_completeness_contamination.png',
                  'benchmark_completeness_mag.png', 'benchmark_fp_classes.png',
                  'benchmark_examples.png', 'astrometry_photometry.ecsv',

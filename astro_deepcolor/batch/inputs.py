@@ -64,7 +64,7 @@ def expand_inputs(inputs):
 
         * a FITS file (any name; a missing file is kept so that the run
           records it as failed rather than silently dropping it);
-        * a directory: its FITS files (see `FITS_SUFFIXES`), not recursive;
+        * a directory: its FITS files (see ``FITS_SUFFIXES``), not recursive;
         * a glob pattern (``*``, ``?``, ``[``; ``**`` recurses);
         * a list file: ``@name`` or a name ending in ``.txt``, ``.lst`` or
           ``.list``, holding one entry per line (blank lines and ``#``

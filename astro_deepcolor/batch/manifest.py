@@ -247,9 +247,9 @@ class Manifest:
         file : str
             The input file.
         hdu : int
-            The HDU index (`FILE_ROW` for the file scan).
+            The HDU index (``FILE_ROW`` for the file scan).
         status : str
-            The new status, one of `STATUSES`.
+            The new status, one of ``STATUSES``.
         **fields
             Other columns to set (``n_sources``, ``seconds``, ``error``...).
         """

@@ -217,10 +217,10 @@ def stitch_labels(colour, *, n_pixels=5, connectivity=8, merge_fraction=0.5,
         Compute the chunk summaries on this cluster (default: the current
         dask scheduler).
     high_flag : bool, optional
-        ``colour`` carries `HIGH_BIT` on the pixels at or above the
+        ``colour`` carries ``HIGH_BIT`` on the pixels at or above the
         detection threshold (the rest of the byte is the colour): a source
-        needs ``n_pixels`` such pixels, as `label_sources` with
-        ``threshold``.
+        needs ``n_pixels`` such pixels, as
+        `~astro_deepcolor.postprocessing.label_sources` with ``threshold``.
 
     Returns
     -------
@@ -424,7 +424,8 @@ def _interpolate_block(meshes, wy, wx, which):
 def mosaic_background(image, bad, *, box_size=64, filter_size=3,
                       min_fraction=0.5, client=None):
     """
-    Sky and rms maps of a chunked image, as `estimate_background` makes them.
+    Sky and rms maps of a chunked image, as
+    `~astro_deepcolor.preprocessing.estimate_background` makes them.
 
     The mesh statistics are computed chunk by chunk (chunk edges fall on
     mesh edges), the small mesh grid is filtered on the driver, and the
@@ -495,7 +496,7 @@ def mosaic_background(image, bad, *, box_size=64, filter_size=3,
 
 def _colour_block(block, bad, background, rms, finder, threshold, starts,
                   margin, block_info=None):
-    """Deep-coloring classes of one chunk plus its margin (`HIGH_BIT` set
+    """Deep-coloring classes of one chunk plus its margin (``HIGH_BIT`` set
     on pixels at or above ``threshold`` when footprints go lower).
     """
     from astro_deepcolor.postprocessing import classify_pixels

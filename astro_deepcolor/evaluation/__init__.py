@@ -2,7 +2,7 @@
 """
 Evaluation of detections against truth: one-to-one matching, completeness,
 contamination, deblending success and false positives per contaminant
-class. The benchmark harness (`astro_deepcolor.evaluation.harness`) is
+class. The benchmark harness (``astro_deepcolor.evaluation.harness``) is
 imported on demand only.
 """
 

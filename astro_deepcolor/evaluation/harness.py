@@ -977,7 +977,7 @@ def astrometry_photometry(result):
 
 def summarize(result, *, n_bootstrap=200, seed=0):
     """
-    Curves, summary numbers and bootstrap errors from a `BenchmarkResult`.
+    Curves, summary numbers and bootstrap errors of a benchmark run.
 
     Parameters
     ----------

@@ -81,7 +81,7 @@ def completeness_contamination(match):
 
     Parameters
     ----------
-    match : `MatchResult` or iterable of `MatchResult`
+    match : `~astro_deepcolor.evaluation.MatchResult` or iterable of them
         Results to pool (counts are summed over images before dividing).
 
     Returns
@@ -202,7 +202,7 @@ def deblending_success(match, pairs):
 
     Parameters
     ----------
-    match : `MatchResult`
+    match : `~astro_deepcolor.evaluation.MatchResult`
         The match of the detections to the truth.
     pairs : (K, 2) int array-like
         Row indices of close pairs (from `close_pairs`).
@@ -232,7 +232,7 @@ def false_positives_by_class(match, detections, contaminants, flags, *,
 
     Parameters
     ----------
-    match : `MatchResult`
+    match : `~astro_deepcolor.evaluation.MatchResult`
         The match of ``detections`` to the truth.
     detections : `~astropy.table.Table`
         Detection catalogue (``x``, ``y`` and, with a segmentation,
@@ -296,7 +296,7 @@ def match_offsets(match, truth, detections):
 
     Parameters
     ----------
-    match : `MatchResult`
+    match : `~astro_deepcolor.evaluation.MatchResult`
         The match of ``detections`` to ``truth``.
     truth : `~astropy.table.Table`
         Truth catalogue with ``x``, ``y`` and ``flux`` columns.

@@ -27,8 +27,8 @@ from astropy.utils.exceptions import AstropyWarning
 
 from .matching import match_sources
 
-__all__ = ['default_data_dir', 'operating_thresholds', 'read_streaks',
-           'real_data_checks']
+__all__ = ['REAL_REGIME', 'REAL_THRESHOLDS', 'default_data_dir',
+           'operating_thresholds', 'read_streaks', 'real_data_checks']
 
 #: Operating threshold of each detector on real images.
 REAL_THRESHOLDS = {'cnn': 0.5, 'sep': 1.5, 'sep_matched': 5.0, 'photutils': 1.5,

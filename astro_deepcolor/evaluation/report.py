@@ -14,8 +14,9 @@ Files written under the results directory:
   ``fp_by_class.ecsv``;
 * ``astrometry_photometry.ecsv``: position error per S/N bin and flux
   ratio per magnitude bin at each operating point;
-* ``summary_table.rst`` and ``measurement_table.rst``: the summary as
-  reStructuredText tables (included by the docs);
+* ``summary_table.rst``, ``measurement_table.rst`` and
+  ``run_settings.rst``: the summary as reStructuredText tables and what
+  the run measured (included by the docs);
 * ``real_data.ecsv`` when the real-image checks ran;
 * ``benchmark_completeness_contamination.png``, ``benchmark_completeness_mag.png``,
   ``benchmark_astrometry_photometry.png``, ``benchmark_fp_classes.png``,
@@ -31,7 +32,7 @@ import numpy as np
 
 __all__ = ['SUMMARY_COLUMNS', 'measurement_rst', 'plot_astrometry',
            'plot_completeness_mag', 'plot_curves', 'plot_fp_classes',
-           'plot_results',
+           'plot_results', 'settings_rst',
            'summary_rst', 'write_outputs']
 
 #: Columns of the summary shown in the HTML report and the docs.
@@ -520,6 +521,53 @@ def _list_table(head, rows, widths=None):
     return '\n'.join(lines) + '\n'
 
 
+def _ordered(summary):
+    regimes = list(dict.fromkeys(summary['regime']))
+    order = {n: i for i, n in enumerate(_order(set(summary['detector'])))}
+    return sorted(summary, key=lambda r: (regimes.index(r['regime']),
+                                          order[r['detector']]))
+
+
+def settings_rst(summary, meta):
+    """
+    One paragraph of reStructuredText saying what a benchmark run measured.
+
+    Parameters
+    ----------
+    summary : `~astropy.table.QTable`
+        From `~astro_deepcolor.evaluation.harness.summarize`.
+    meta : dict
+        The run settings (``BenchmarkResult.meta``).
+
+    Returns
+    -------
+    text : str
+    """
+    shape = meta.get('shape')
+    size = ('the recipe size' if not shape
+            else f'{shape[0]} x {shape[1]} pixels')
+    parts = []
+    for regime in dict.fromkeys(summary['regime']):
+        r = summary[summary['regime'] == regime][0]
+        parts.append(f"{regime}: {int(r['n_images'])} images, "
+                     f"{int(r['n_truth'])} true sources "
+                     f"({int(r['n_truth_bright'])} with S/N ≥ "
+                     f"{meta.get('snr_min', 5):g})")
+    model = meta.get('model') or 'the shipped model'
+    text = (f"Test split, {size}; {'; '.join(parts)}. Detectors: "
+            f"{', '.join(_order(set(summary['detector'])))}; CNN: {model}. "
+            f"Run on {str(meta.get('date', '?'))[:10]}")
+    if 'refine_rounds' in meta:
+        text += (f", thresholds refined at each contamination level in "
+                 f"{meta['refine_rounds']} rounds")
+    else:
+        text += ', before threshold refinement (grid points only)'
+    skipped = meta.get('skipped') or {}
+    if skipped:
+        text += '; skipped: ' + ', '.join(sorted(skipped))
+    return text + '.\n'
+
+
 def summary_rst(summary):
     """
     The detection summary as a reStructuredText list-table (for the docs).
@@ -541,7 +589,7 @@ def summary_rst(summary):
     head = ['regime', 'detector', 'C @ 1 %', 'C @ 5 %', 'C @ 10 %',
             'C @ 20 %', 'C (S/N ≥ 5) @ 5 %', 'deblend']
     rows = []
-    for r in summary:
+    for r in _ordered(summary):
         cells = [r['regime'], r['detector']]
         for level in (1, 5, 10, 20):
             key = f'completeness_at_{level}pct'
@@ -581,7 +629,7 @@ def measurement_rst(summary):
             'position error (px): median / 68 %', 'flux ratio: bias / '
             'scatter', 'false positives by class']
     rows = []
-    for r in summary:
+    for r in _ordered(summary):
         fps = ', '.join(f'{c[3:]} {int(r[c])}' for c in fp_cols if int(r[c]))
         cells = [r['regime'], r['detector'],
                  f"{r['operating_threshold']} (contam. "
@@ -658,6 +706,8 @@ def write_outputs(result, curves, summary, binned, fp_table, out_dir, *,
     files['summary_rst'].write_text(summary_rst(summary))
     files['measurement_rst'] = out / 'measurement_table.rst'
     files['measurement_rst'].write_text(measurement_rst(summary))
+    files['settings_rst'] = out / 'run_settings.rst'
+    files['settings_rst'].write_text(settings_rst(summary, result.meta))
     files['meta'] = out / 'meta.json'
     files['meta'].write_text(json.dumps(meta, indent=2, default=str))
 

@@ -477,7 +477,7 @@ class DeepColorSegmentation:
             estimate.
         background, rms : 2D array-like or float, optional
             Precomputed sky and noise maps (e.g. from
-            `estimate_background`); estimated when omitted.
+            `~astro_deepcolor.preprocessing.estimate_background`); estimated when omitted.
 
         Returns
         -------
@@ -560,7 +560,7 @@ class DeepColorSegmentation:
         Returns
         -------
         segm : `~photutils.segmentation.SegmentationImage` or None
-            The sources (None and a `NoDetectionsWarning` if none).
+            The sources (None and a `~photutils.utils.exceptions.NoDetectionsWarning` if none).
         """
         threshold = (self.threshold if threshold is None
                      else check_fraction(threshold, 'threshold'))

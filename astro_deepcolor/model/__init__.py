@@ -5,8 +5,8 @@ network itself.
 
 ``astro_deepcolor.model`` never imports torch: `ModelConfig` and
 `load_model` work with onnxruntime alone. The PyTorch network lives in
-`astro_deepcolor.model.unet` and the exporter in
-`astro_deepcolor.model.export`.
+``astro_deepcolor.model.unet`` and the exporter in
+``astro_deepcolor.model.export``.
 """
 
 from .config import *  # noqa: F403

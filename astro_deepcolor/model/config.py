@@ -50,7 +50,7 @@ def _check_real(value, name, *, low=None, high=None, low_open=False):
 
 def receptive_field(depth):
     """
-    Receptive field (pixels) of the `~astro_deepcolor.model.unet.UNet`.
+    Receptive field (pixels) of the ``UNet`` (``astro_deepcolor.model.unet``).
 
     Two 3x3 convolutions per encoder level, 2x2 max pooling, two 3x3
     convolutions at the bottleneck, 2x2 transposed-convolution upsampling and two 3x3

@@ -80,7 +80,7 @@ def verify_onnx(onnx_bytes, net, *, form='astro_deepcolor', atol=1e-4,
     ----------
     onnx_bytes : bytes
         The exported model.
-    net : `~astro_deepcolor.model.unet.UNet`
+    net : ``astro_deepcolor.model.unet.UNet``
         The torch network (evaluated in eval mode).
     form : {'astro_deepcolor', 'sourcextractor'}, optional
         Layout of the exported model.
@@ -178,7 +178,7 @@ def export_onnx(net, path, *, form='astro_deepcolor', overwrite=False,
 
     Parameters
     ----------
-    net : `~astro_deepcolor.model.unet.UNet` or str or `~pathlib.Path`
+    net : ``astro_deepcolor.model.unet.UNet`` or str or `~pathlib.Path`
         The network, or the path of a training checkpoint.
     path : str or `~pathlib.Path`
         Output ``.onnx`` file.
