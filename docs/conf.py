@@ -100,3 +100,137 @@ plot_html_show_source_link = False
 plot_html_show_formats = False
 plot_formats = [('png', 100)]
 plot_rcparams = {'savefig.bbox': 'tight'}
+
+
+def _write_training_domain():
+    """Training-domain table for getting_started.rst, from the presets."""
+    from astro_deepcolor.domain import training_domain
+
+    dom = training_domain()
+    rows = ['.. list-table::', '   :header-rows: 1', '',
+            '   * - preset', '     - pixel scale (arcsec)',
+            '     - seeing FWHM (arcsec)', '     - FWHM (pixels)',
+            '     - 5-sigma point-source depth (AB, median seeing)']
+    for name, p in dom['presets'].items():
+        rows += [f'   * - {name} ({p["band"]})',
+                 f'     - {p["pixel_scale"]:.3f}',
+                 '     - {:.2f} to {:.2f}'.format(*p['fwhm_arcsec']),
+                 '     - {:.1f} to {:.1f}'.format(*p['fwhm_pix']),
+                 f'     - {p["depth"]:.1f}']
+    rows += ['   * - all (the domain)',
+             '     - {:.3f} to {:.3f}'.format(*dom['pixel_scale']),
+             '     - {:.2f} to {:.2f}'.format(*dom['fwhm_arcsec']),
+             '     - **{:.1f} to {:.1f}**'.format(*dom['fwhm_pix']),
+             '     - {:.1f} to {:.1f}'.format(*dom['depth'])]
+    out = Path(__file__).parent / '_generated'
+    out.mkdir(exist_ok=True)
+    (out / 'training_domain.inc').write_text('\n'.join(rows) + '\n')
+
+
+def _write_throughput():
+    """CPU throughput table for detection.rst, from results/bench."""
+    import json
+
+    path = root / 'results' / 'bench' / 'detection_4k.json'
+    out = Path(__file__).parent / '_generated' / 'detection_4k.inc'
+    if not path.is_file():
+        out.write_text('(``results/bench/detection_4k.json`` not found: run '
+                       '``benchmarks/bench_detection.py``.)\n')
+        return
+    r = json.loads(path.read_text())
+    d, rate, sep = r['deepcolor'], r['deepcolor_mpix_per_s'], r['sep']
+    img, dev, model = r['image'], r['device'], r['model']
+    ny, nx = img['shape']
+    rows = [
+        ('preprocessing (background, rms, normalisation)',
+         d['preprocessing_s'], rate['preprocessing']),
+        (f"network ({dev['backend']}, {d['n_tiles']} tiles)",
+         d['network_s'], rate['network']),
+        ('post-processing (colours, labels, flicker repair)',
+         d['postprocessing_s'], rate['postprocessing']),
+        ('**end to end** (array to SegmentationImage)', d['end_to_end_s'],
+         rate['end_to_end']),
+        (f"catalogue (photutils SourceCatalog, {d['n_catalog_rows']} rows)",
+         d['catalog_s'], rate['catalog']),
+        ('end to end + catalogue', d['end_to_end_s'] + d['catalog_s'],
+         rate['end_to_end_with_catalog']),
+        (f"sep (Background + extract, {sep['n_sources']} sources)",
+         sep['total_s'], r['sep_mpix_per_s']['end_to_end']),
+    ]
+    lines = [f"Measured on {dev['cores']} cores of an {dev['cpu']} CPU "
+             f"(Python {dev['python']}) on a simulated {ny} x {nx} "
+             f"{img['simulated']} image ({img['megapixels']:.1f} MPix, "
+             f"{img['n_truth']} true sources), with a model of "
+             f"{model['n_colors']} colours, depth {model['depth']} and width "
+             f"{model['width']} ({model['gflop_per_megapixel']:.1f} GFLOP per "
+             f"megapixel), tiles of {r['tiling']['tile_shape'][0]} pixels "
+             f"(tile efficiency {d['tile_efficiency']:.2f}), sep timed in the "
+             f"same run. The network is {100 * d['network_s'] / d['end_to_end_s']:.0f} "
+             f"% of the detection time, which is "
+             f"{d['end_to_end_s'] / sep['total_s']:.1f} times sep's; the "
+             f"process peaked at {r['peak_rss_mb'] / 1024:.1f} GiB resident.",
+             '', '.. list-table::', '   :header-rows: 1',
+             '   :widths: 60 20 20', '', '   * - stage', '     - seconds',
+             '     - MPix/s']
+    for name, sec, mpix in rows:
+        lines += [f'   * - {name}', f'     - {sec:.2f}', f'     - {mpix:.2f}']
+    out.write_text('\n'.join(lines) + '\n')
+
+
+def _write_real_images():
+    """Counts on the real images for detection.rst, from results/real."""
+    path = root / 'results' / 'real' / 'real_images.ecsv'
+    out = Path(__file__).parent / '_generated' / 'real_images.inc'
+    if not path.is_file():
+        out.write_text('(``results/real/real_images.ecsv`` not found: run '
+                       '``benchmarks/plot_real_images.py``.)\n')
+        return
+    from astropy.table import QTable
+
+    tab = QTable.read(path)
+
+    def cell(row, name):
+        if name not in tab.colnames:
+            return '--'
+        v = row[name]
+        text = str(v).strip()
+        return '--' if text in ('', '--', 'nan') or getattr(v, 'mask', False) \
+            else text
+
+    meta = tab.meta
+    lines = [f"CNN at probability {meta.get('cnn_threshold', '?')}, sep at "
+             f"{meta.get('sep_threshold_sigma', '?')} sigma "
+             f"(model: {meta.get('model', '?')}). Recovered: reference "
+             'positions within 2 px; on DQ: detections on flagged pixels '
+             '(masked run, unmasked in brackets); on streak: within 5 px of '
+             'the satellite trail.', '',
+             '.. list-table::', '   :header-rows: 1', '',
+             '   * - image', '     - detections CNN / sep',
+             '     - recovered CNN / sep of reference',
+             '     - on DQ CNN / sep', '     - on streak CNN / sep']
+    for r in tab:
+        rec = '--'
+        if cell(r, 'n_ref') != '--':
+            rec = (f"{cell(r, 'n_cnn_recovered')} / "
+                   f"{cell(r, 'n_sep_recovered')} of {cell(r, 'n_ref')} "
+                   f"({cell(r, 'reference')})")
+        dq = '--'
+        if cell(r, 'n_cnn_on_dq') != '--':
+            dq = (f"{cell(r, 'n_cnn_on_dq')} / {cell(r, 'n_sep_on_dq')} "
+                  f"({cell(r, 'n_cnn_on_dq_unmasked')} / "
+                  f"{cell(r, 'n_sep_on_dq_unmasked')})")
+        streak = '--'
+        if cell(r, 'n_cnn_on_streak') != '--':
+            streak = (f"{cell(r, 'n_cnn_on_streak')} / "
+                      f"{cell(r, 'n_sep_on_streak')}")
+        name = str(r['image']).replace('_', r'\_')
+        lines += [f'   * - {name}',
+                  f"     - {cell(r, 'n_cnn')} / {cell(r, 'n_sep')}",
+                  f'     - {rec}', f'     - {dq}', f'     - {streak}']
+    out.write_text('\n'.join(lines) + '\n')
+
+
+_write_training_domain()
+_write_throughput()
+_write_real_images()
+exclude_patterns += ['_generated']

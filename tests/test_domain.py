@@ -69,3 +69,14 @@ def test_pixel_scale_from_wcs_and_validation():
         measure_fwhm(np.zeros(5))
     with pytest.raises(ValueError, match='mask must have the shape'):
         measure_fwhm(np.zeros((5, 5)), mask=np.zeros((4, 4), bool))
+
+
+def test_seeing_spread_is_the_simulators():
+    """The domain's FWHM range follows the simulator's seeing draw."""
+    from astro_deepcolor.domain import SEEING_SPREAD
+
+    ratios = [simulate_image((32, 32), regime='clean', preset='hsc',
+                             seed=s).fwhm / PRESETS['hsc'].fwhm
+              for s in range(30)]
+    assert SEEING_SPREAD[0] <= min(ratios) < SEEING_SPREAD[0] + 0.1
+    assert SEEING_SPREAD[1] - 0.1 < max(ratios) <= SEEING_SPREAD[1]
