@@ -57,12 +57,13 @@ def test_quick_cli_outputs(tmp_path, capsys):
                    '--detectors', 'sep', 'photutils', 'cnn', '--jobs', '2'])
     assert status == 0
     for name in ('curves.ecsv', 'summary.ecsv', 'completeness_binned.ecsv',
-                 'fp_by_class.ecsv', 'report.html', 'raw.pickle', 'meta.json', 'run_settings.rst',
+                 'fp_by_class.ecsv', 'report.html', 'raw.pickle', 'meta.json',
+                 'run_settings.rst',
                  'benchmark_completeness_contamination.png',
                  'benchmark_completeness_mag.png', 'benchmark_fp_classes.png',
                  'benchmark_examples.png', 'astrometry_photometry.ecsv',
                  'benchmark_astrometry_photometry.png', 'summary_table.rst',
-                 'measurement_table.rst'):
+                 'measurement_table.rst', 'headline.rst'):
         assert (out / name).stat().st_size > 0, name
     curves = QTable.read(out / 'curves.ecsv')
     assert set(curves['regime']) == {'clean', 'contaminated'}
@@ -339,3 +340,15 @@ def test_real_images_use_the_benchmark_operating_points():
     assert operating_thresholds(summary, 'clean') == {'sep': 1.25}
     only_clean = summary[summary['regime'] == 'clean']
     assert operating_thresholds(only_clean) == {'sep': 1.25}
+
+
+def test_headline_says_how_much_of_the_lead_was_sampling():
+    from astro_deepcolor.evaluation.report import headline_rst
+
+    summary = QTable({'regime': ['clean', 'clean'], 'detector': ['cnn', 'sep'],
+                      'completeness_at_5pct': [0.55, 0.50],
+                      'completeness_grid_at_5pct': [0.55, 0.45]})
+    text = headline_rst(summary)
+    assert 'CNN 0.550, sep 0.500 (lead +5.0 points)' in text
+    assert 'grid alone the lead was +10.0 points' in text
+    assert '+5.0 points of it came from grid sampling' in text

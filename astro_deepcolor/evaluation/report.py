@@ -14,7 +14,7 @@ Files written under the results directory:
   ``fp_by_class.ecsv``;
 * ``astrometry_photometry.ecsv``: position error per S/N bin and flux
   ratio per magnitude bin at each operating point;
-* ``summary_table.rst``, ``measurement_table.rst`` and
+* ``summary_table.rst``, ``measurement_table.rst``, ``headline.rst`` and
   ``run_settings.rst``: the summary as reStructuredText tables and what
   the run measured (included by the docs);
 * ``real_data.ecsv`` when the real-image checks ran;
@@ -30,10 +30,19 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ['SUMMARY_COLUMNS', 'measurement_rst', 'plot_astrometry',
-           'plot_completeness_mag', 'plot_curves', 'plot_fp_classes',
-           'plot_results', 'settings_rst',
-           'summary_rst', 'write_outputs']
+__all__ = [
+    'SUMMARY_COLUMNS',
+    'headline_rst',
+    'measurement_rst',
+    'plot_astrometry',
+    'plot_completeness_mag',
+    'plot_curves',
+    'plot_fp_classes',
+    'plot_results',
+    'settings_rst',
+    'summary_rst',
+    'write_outputs',
+]
 
 #: Columns of the summary shown in the HTML report and the docs.
 SUMMARY_COLUMNS = (
@@ -568,6 +577,60 @@ def settings_rst(summary, meta):
     return text + '.\n'
 
 
+def headline_rst(summary, *, reference='sep', level=5):
+    """
+    The headline comparison of the CNN with a classical detector (rst).
+
+    For each regime: the CNN's and the reference detector's completeness
+    at ``level`` % contamination at the refined thresholds, the lead, and
+    the lead read off the protocol grid alone (what sampling contributed).
+
+    Parameters
+    ----------
+    summary : `~astropy.table.QTable`
+        From `~astro_deepcolor.evaluation.harness.summarize`.
+    reference : str, optional
+        The classical detector to compare with.
+    level : int, optional
+        Contamination level (percent).
+
+    Returns
+    -------
+    text : str
+    """
+    key = f'completeness_at_{level}pct'
+    grid_key = f'completeness_grid_at_{level}pct'
+    items = []
+    for regime in dict.fromkeys(summary['regime']):
+        sel = summary[summary['regime'] == regime]
+        rows = {str(r['detector']): r for r in sel}
+        if 'cnn' not in rows or reference not in rows:
+            continue
+        c, b = rows['cnn'], rows[reference]
+        cv, bv = float(c[key]), float(b[key])
+
+        def fmt(v):
+            return f'{v:.3f}' if np.isfinite(v) else '-- (never that clean)'
+
+        text = (f'**{regime}**: completeness at {level} % contamination, '
+                f'CNN {fmt(cv)}, {reference} {fmt(bv)}')
+        if np.isfinite(cv) and np.isfinite(bv):
+            text += f' (lead {100 * (cv - bv):+.1f} points)'
+        if grid_key in sel.colnames:
+            cg, bg = float(c[grid_key]), float(b[grid_key])
+            if np.isfinite(cg) and np.isfinite(bg):
+                text += (f'; read off the protocol grid alone the lead was '
+                         f'{100 * (cg - bg):+.1f} points')
+                if np.isfinite(cv) and np.isfinite(bv):
+                    text += (f', so {100 * ((cg - bg) - (cv - bv)):+.1f} '
+                             'points of it came from grid sampling')
+        else:
+            text += ' (grid points only: this run predates the refinement)'
+        items.append(f'- {text}.')
+    return '\n'.join(items) + '\n' if items else (
+        f'(No CNN and {reference} rows in this run.)\n')
+
+
 def summary_rst(summary):
     """
     The detection summary as a reStructuredText list-table (for the docs).
@@ -706,6 +769,8 @@ def write_outputs(result, curves, summary, binned, fp_table, out_dir, *,
     files['summary_rst'].write_text(summary_rst(summary))
     files['measurement_rst'] = out / 'measurement_table.rst'
     files['measurement_rst'].write_text(measurement_rst(summary))
+    files['headline_rst'] = out / 'headline.rst'
+    files['headline_rst'].write_text(headline_rst(summary))
     files['settings_rst'] = out / 'run_settings.rst'
     files['settings_rst'].write_text(settings_rst(summary, result.meta))
     files['meta'] = out / 'meta.json'
