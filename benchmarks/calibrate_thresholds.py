@@ -161,6 +161,7 @@ def main(argv=None):
     tab.write(out / 'sweep.ecsv', overwrite=True)
     print(json.dumps({'operating_points': points, 'at_operating_points': at,
                       'colours': colours}, indent=1))
+    _write_rst(out / 'operating_points.rst', points, at, rel, colours, args.n_images)
     _plot(cur, points, rel, args.plot, args.n_images)
 
     config = net.config.replace(operating_points=points, default_operating_point='5%',
@@ -171,6 +172,45 @@ def main(argv=None):
     if args.sx_out:
         print('wrote', export_onnx(net, args.sx_out, form='sourcextractor',
                                    overwrite=args.overwrite))
+
+
+def _write_rst(path, points, at, rel, colours, n_images):
+    """Tables for the docs (included, never retyped)."""
+    lines = [f'Operating points fitted on {n_images} validation images per regime '
+             '(``benchmarks/calibrate_thresholds.py``); completeness of all true '
+             'sources and of those with S/N >= 5 at each.', '',
+             '.. list-table::', '   :header-rows: 1', '',
+             '   * - operating point', '     - threshold',
+             '     - regime', '     - contamination', '     - completeness',
+             '     - completeness (S/N >= 5)']
+    for name, t in points.items():
+        for r in ('clean', 'contaminated', 'pooled'):
+            c = at[name][r]
+            lines += [f'   * - {name}', f'     - {t:.4f}', f'     - {r}',
+                      f"     - {100 * c['contamination']:.1f} %",
+                      f"     - {c['completeness']:.3f}",
+                      f"     - {c['completeness_bright']:.3f}"]
+    lines += ['', 'Reliability of ``detection_probability`` (all detections at '
+              'threshold 0.3 on the same images):', '',
+              '.. list-table::', '   :header-rows: 1', '',
+              '   * - probability bin', '     - detections',
+              '     - mean probability', '     - fraction real']
+    for lo, hi, n, mp, ft in zip(rel['lo'], rel['hi'], rel['n'], rel['mean_probability'],
+                                 rel['fraction_true'], strict=True):
+        if n:
+            lines += [f'   * - {lo:g} - {hi:g}', f'     - {int(n)}', f'     - {mp:.3f}',
+                      f'     - {ft:.3f}']
+    lines += ['', 'Colour use on the same images (dominant colour of each true '
+              'source; neighbour pairs: footprints within the 8 px halo):', '',
+              '.. list-table::', '   :header-rows: 1', '',
+              '   * - regime', '     - sources per colour',
+              '     - neighbour pairs', '     - coloured differently']
+    for r, c in colours.items():
+        frac = c['distinct_fraction']
+        lines += [f'   * - {r}', f"     - {', '.join(map(str, c['colour_counts']))}",
+                  f"     - {c['n_neighbour_pairs']}",
+                  f'     - {frac:.3f}' if frac is not None else '     - --']
+    Path(path).write_text('\n'.join(lines) + '\n')
 
 
 def _plot(cur, points, rel, path, n_images):

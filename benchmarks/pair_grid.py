@@ -75,6 +75,19 @@ def main(argv=None):
     tab.meta['comment'] = ['Fraction of isolated Moffat star pairs (FWHM 4 px) split in two '
                            'sources; benchmarks/pair_grid.py']
     tab.write(out / 'pair_grid.ecsv', overwrite=True)
+    lines = [f'Isolated Moffat star pairs (FWHM 4 px, brighter star at peak S/N 100, '
+             f'{args.n_per_cell} pairs per cell) split into two sources; the CNN at its '
+             f'default threshold ({finder.threshold:g}), sep with its defaults '
+             '(``benchmarks/pair_grid.py``).', '', '.. list-table::',
+             '   :header-rows: 1', '', '   * - separation (FWHM)',
+             *(f'     - {d}, ratio 1-5' for d in split),
+             *(f'     - {d}, ratio 10' for d in split)]
+    for s in SEPARATIONS:
+        sel = pairs['separation'] == s
+        lo, hi = sel & (pairs['ratio'] <= 5), sel & (pairs['ratio'] > 5)
+        lines += [f'   * - {s:g}', *(f'     - {split[d][lo].mean():.2f}' for d in split),
+                  *(f'     - {split[d][hi].mean():.2f}' for d in split)]
+    (out / 'pair_grid.rst').write_text('\n'.join(lines) + '\n')
     print(f'CNN threshold {finder.threshold}')
     print('separation (FWHM)  ' + '  '.join(f'{d}' for d in split) + '   (ratios 1-5 / 10)')
     for s in SEPARATIONS:
