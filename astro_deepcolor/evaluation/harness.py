@@ -82,8 +82,8 @@ REFINE_POINTS = 3
 SNR_BINS = (1.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0, 1e3, 1e5)
 MAG_BINS = tuple(np.arange(14.0, 28.01, 1.0))
 #: Detector names in plotting order.
-DETECTOR_ORDER = ('cnn', 'sep', 'sep_matched', 'photutils', 'sextractor',
-                  'noisechisel')
+DETECTOR_ORDER = ('cnn', 'cnn_sourcextractor', 'sep', 'sep_matched', 'photutils',
+                  'sextractor', 'noisechisel')
 
 
 class DeepColorDetector:
@@ -298,8 +298,10 @@ def refine_crossing(evaluate, lo, hi, level, *, n_rounds=REFINE_ROUNDS,
 
 def _detector_classes():
     from astro_deepcolor.baselines import DETECTORS, SepDetector
+    from astro_deepcolor.baselines.sourcextractor_onnx import SourceXtractorCNNDetector
 
-    return {'cnn': DeepColorDetector, **DETECTORS, 'sep_matched': SepDetector}
+    return {'cnn': DeepColorDetector, 'cnn_sourcextractor': SourceXtractorCNNDetector,
+            **DETECTORS, 'sep_matched': SepDetector}
 
 
 def available_detectors(names=None, *, model=None):
@@ -389,7 +391,7 @@ def thresholds_for(name, quick=False):
     thresholds : list
         Floats, or ``(qthresh, snquant)`` pairs for NoiseChisel.
     """
-    if name == 'cnn':
+    if name in ('cnn', 'cnn_sourcextractor'):
         return list(QUICK_PROB_SWEEP if quick else PROB_SWEEP)
     if name == 'noisechisel':
         from astro_deepcolor.baselines import NoiseChiselDetector

@@ -56,7 +56,8 @@ SUMMARY_COLUMNS = (
     'flux_ratio_scatter',
 )
 
-_COLORS = {'cnn': 'C3', 'sep': 'C0', 'sep_matched': 'C9', 'photutils': 'C2', 'sextractor': 'C1',
+_COLORS = {'cnn': 'C3', 'cnn_sourcextractor': 'C6', 'sep': 'C0', 'sep_matched': 'C9',
+           'photutils': 'C2', 'sextractor': 'C1',
            'noisechisel': 'C4'}
 
 
