@@ -101,6 +101,7 @@ def main(argv=None):
 
     from astro_deepcolor import DeepColorSegmentation
     from astro_deepcolor.evaluation.calibration import (
+        fit_reliability_map,
         reliability,
         threshold_at_contamination,
     )
@@ -147,11 +148,13 @@ def main(argv=None):
         i = int(np.flatnonzero(t == GRID)[0])
         at[name] = {r: {k: float(v[i]) for k, v in c.items()} for r, c in cur.items()}
     rel = reliability(np.concatenate(rel_p), np.concatenate(rel_y))
+    rel_map = fit_reliability_map(np.concatenate(rel_p), np.concatenate(rel_y))
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
     summary = {'checkpoint': str(args.checkpoint), 'n_images_per_regime': args.n_images,
                'split': 'validation', 'operating_points': points, 'at_operating_points': at,
                'reliability': {k: np.asarray(v).tolist() for k, v in rel.items()},
+               'reliability_map': rel_map,
                'colours': colours}
     (out / 'calibration.json').write_text(json.dumps(summary, indent=1))
     tab = QTable({'threshold': GRID})
@@ -165,7 +168,7 @@ def main(argv=None):
     _plot(cur, points, rel, args.plot, args.n_images)
 
     config = net.config.replace(operating_points=points, default_operating_point='5%',
-                                default_threshold=points['5%'])
+                                default_threshold=points['5%'], reliability_map=rel_map)
     net.config = config
     if args.out:
         print('wrote', export_onnx(net, args.out, overwrite=args.overwrite))

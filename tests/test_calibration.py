@@ -2,7 +2,11 @@
 import numpy as np
 import pytest
 
-from astro_deepcolor.evaluation.calibration import reliability, threshold_at_contamination
+from astro_deepcolor.evaluation.calibration import (
+    fit_reliability_map,
+    reliability,
+    threshold_at_contamination,
+)
 from astro_deepcolor.evaluation.colours import colour_statistics
 
 
@@ -52,3 +56,19 @@ def test_colour_statistics_by_hand():
     assert st['distinct_fraction'] == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match='probs must be'):
         colour_statistics(p[:, :10], seg)
+
+
+def test_fit_reliability_map_recovers_a_known_curve():
+    # Detections whose chance of being real is p**4: an overconfident
+    # probability. The isotonic map recovers p**4 and is monotone.
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.5, 1.0, 20000)
+    y = rng.random(p.size) < p**4
+    knots = fit_reliability_map(p, y)
+    x, r = np.array(knots['probability']), np.array(knots['reliability'])
+    assert np.all(np.diff(x) > 0)
+    assert np.all(np.diff(r) >= 0)
+    np.testing.assert_allclose(np.interp([0.6, 0.8, 0.95], x, r),
+                               np.array([0.6, 0.8, 0.95])**4, atol=0.05)
+    with pytest.raises(ValueError, match='equal length'):
+        fit_reliability_map(p[:3], y[:2])

@@ -14,7 +14,7 @@ reliability diagram).
 
 import numpy as np
 
-__all__ = ['reliability', 'threshold_at_contamination']
+__all__ = ['fit_reliability_map', 'reliability', 'threshold_at_contamination']
 
 
 def threshold_at_contamination(thresholds, contamination, level):
@@ -101,3 +101,55 @@ def reliability(probability, is_true, bins=(0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99
         return {'lo': edges[:-1], 'hi': edges[1:], 'n': n,
                 'mean_probability': np.where(n > 0, sp / np.maximum(n, 1), np.nan),
                 'fraction_true': np.where(n > 0, st / np.maximum(n, 1), np.nan)}
+
+
+def fit_reliability_map(probability, is_true, *, n_knots=32):
+    """
+    A monotone map from raw detection probability to the fraction real.
+
+    Isotonic regression (pool adjacent violators) of ``is_true`` on
+    ``probability``, summarised by at most ``n_knots`` knots for
+    `numpy.interp`. Stored in a model's metadata, it turns the network's
+    peak probability into a calibrated probability that a detection is real
+    (on data like the calibration images).
+
+    Parameters
+    ----------
+    probability : 1D array-like
+        Raw ``detection_probability`` of each detection.
+    is_true : 1D array-like of bool
+        Whether each detection matches a true source.
+    n_knots : int, optional
+        Maximum number of knots (quantiles of ``probability``).
+
+    Returns
+    -------
+    knots : dict
+        ``probability`` (increasing) and ``reliability`` (non-decreasing)
+        lists of equal length.
+    """
+    p = np.asarray(probability, dtype=float)
+    y = np.asarray(is_true, dtype=float)
+    if p.ndim != 1 or p.shape != y.shape or p.size < 2:
+        msg = (f'probability and is_true must be 1D of equal length >= 2, got '
+               f'shapes {p.shape} and {y.shape}')
+        raise ValueError(msg)
+    order = np.argsort(p, kind='stable')
+    p, y = p[order], y[order]
+    # Pool adjacent violators.
+    vals, wts, ends = [], [], []
+    for i, v in enumerate(y):
+        vals.append(v)
+        wts.append(1.0)
+        ends.append(i)
+        while len(vals) > 1 and vals[-2] > vals[-1]:
+            v2, w2 = vals.pop(), wts.pop()
+            e2 = ends.pop()
+            vals[-1] = (vals[-1] * wts[-1] + v2 * w2) / (wts[-1] + w2)
+            wts[-1] += w2
+            ends[-1] = e2
+    fitted = np.repeat(vals, np.asarray(wts, dtype=int))
+    qs = np.unique(np.quantile(p, np.linspace(0, 1, int(n_knots))))
+    rel = np.interp(qs, p, fitted)
+    rel = np.maximum.accumulate(rel)
+    return {'probability': [float(v) for v in qs], 'reliability': [float(v) for v in rel]}

@@ -149,6 +149,12 @@ class ModelConfig:
     default_operating_point : str or None, optional
         The name in ``operating_points`` whose threshold is
         ``default_threshold``.
+    reliability_map : dict, optional
+        ``{'probability': [...], 'reliability': [...]}``: a monotone map
+        from the network's peak probability of a detection to the fraction
+        of such detections that are real on the validation images
+        (`astro_deepcolor.evaluation.calibration.fit_reliability_map`);
+        empty when the model was not calibrated.
     background_box : int, optional
         Mesh size of the background estimator used for the input.
     background_filter : int, optional
@@ -177,6 +183,7 @@ class ModelConfig:
     footprint_threshold: float | None = 0.8
     operating_points: dict = dataclasses.field(default_factory=dict)
     default_operating_point: str | None = None
+    reliability_map: dict = dataclasses.field(default_factory=dict)
     background_box: int = 64
     background_filter: int = 3
     asinh_scale: float = 2.0
@@ -217,6 +224,17 @@ class ModelConfig:
                     != self.default_threshold):
                 msg = ('default_threshold must equal the threshold of the '
                        'default operating point')
+                raise ValueError(msg)
+        if not isinstance(self.reliability_map, dict):
+            msg = f'reliability_map must be a dict, got {self.reliability_map!r}'
+            raise TypeError(msg)
+        if self.reliability_map:
+            x = self.reliability_map.get('probability')
+            y = self.reliability_map.get('reliability')
+            if (not isinstance(x, list) or not isinstance(y, list) or len(x) != len(y)
+                    or len(x) < 2 or any(b <= a for a, b in zip(x, x[1:], strict=False))):
+                msg = ("reliability_map must hold equal-length lists 'probability' "
+                       "(increasing, >= 2 values) and 'reliability'")
                 raise ValueError(msg)
         setter(self, 'background_box',
                _check_int(self.background_box, 'background_box', 4))
