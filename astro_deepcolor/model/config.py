@@ -8,6 +8,7 @@ model file alone is enough to preprocess, run and post-process correctly.
 """
 
 import dataclasses
+import itertools
 import json
 import numbers
 
@@ -232,7 +233,7 @@ class ModelConfig:
             x = self.reliability_map.get('probability')
             y = self.reliability_map.get('reliability')
             if (not isinstance(x, list) or not isinstance(y, list) or len(x) != len(y)
-                    or len(x) < 2 or any(b <= a for a, b in zip(x, x[1:], strict=False))):
+                    or len(x) < 2 or any(b <= a for a, b in itertools.pairwise(x))):
                 msg = ("reliability_map must hold equal-length lists 'probability' "
                        "(increasing, >= 2 values) and 'reliability'")
                 raise ValueError(msg)
