@@ -76,7 +76,7 @@ from scipy import ndimage
 from astro_deepcolor.utils._parameters import check_choice, check_fraction, check_positive_int
 
 __all__ = ['classify_pixels', 'detection_levels', 'fold_groups', 'label_sources',
-           'merge_flicker', 'segment_probabilities']
+           'merge_flicker', 'merge_peakless', 'segment_probabilities']
 
 _NO_DETECTIONS = ('No sources were found. Try lowering the threshold or '
                   'n_pixels parameters.')
@@ -523,3 +523,90 @@ def segment_probabilities(probs, threshold, n_pixels, *, connectivity=8,
     if segm is None:
         warnings.warn(_NO_DETECTIONS, NoDetectionsWarning, stacklevel=2)
     return segm
+
+
+def _boundary_maxima(seg, image, n):
+    """Max of ``image`` over each segment's pixels that touch another segment."""
+    ny, nx = seg.shape
+    keys, vals = [], []
+    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        ys_a = slice(0, ny - dy)
+        ys_b = slice(dy, ny)
+        xs_a = slice(max(0, -dx), nx - max(0, dx))
+        xs_b = slice(max(0, dx), nx - max(0, -dx))
+        a, b = seg[ys_a, xs_a], seg[ys_b, xs_b]
+        m = (a > 0) & (b > 0) & (a != b)
+        if not m.any():
+            continue
+        la, lb = a[m].astype(np.int64), b[m].astype(np.int64)
+        keys += [la * (n + 1) + lb, lb * (n + 1) + la]
+        vals += [image[ys_a, xs_a][m], image[ys_b, xs_b][m]]
+    if not keys:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    keys = np.concatenate(keys)
+    vals = np.concatenate(vals).astype(float)
+    uk, inv = np.unique(keys, return_inverse=True)
+    bmax = np.full(uk.size, -np.inf)
+    np.maximum.at(bmax, inv, vals)
+    return uk // (n + 1), uk % (n + 1), bmax
+
+
+def merge_peakless(segm, image, *, margin=0.5):
+    """
+    Merge the segments that have no peak of their own into a neighbour.
+
+    A segment whose brightest pixel (in ``image``, within ``margin``) lies
+    on its boundary with a brighter touching segment has no peak of its
+    own: it is a piece of that neighbour (a ring of another colour around
+    a bright star's core, a rim along a galaxy's edge), not a source, and
+    is merged into it. Two touching sources that each have a peak, however
+    faint one is (a neighbour on a bright star's wing), are left apart:
+    this is SExtractor's condition for a deblended component, applied to
+    the pieces of the network's colouring. Chains are followed, so a ring
+    around a ring ends in the segment with the peak.
+
+    Parameters
+    ----------
+    segm : `~photutils.segmentation.SegmentationImage` or 2D int array
+        The segments (labels > 0).
+    image : 2D `~numpy.ndarray`
+        The image in units of its noise, smoothed (e.g. the normalised
+        network input convolved with a Gaussian of 1 pixel).
+    margin : float, optional
+        A segment's maximum must exceed the maximum of its boundary with a
+        brighter neighbour by more than this (image units) to count as a
+        peak of its own.
+
+    Returns
+    -------
+    labels : 2D `~numpy.ndarray` of int
+        The merged labels (merged segments take their neighbour's label;
+        labels are not renumbered).
+    """
+    seg = np.asarray(getattr(segm, 'data', segm))
+    image = np.asarray(image)
+    if image.shape != seg.shape:
+        msg = f'image must have the shape of segm {seg.shape}, got {image.shape}'
+        raise ValueError(msg)
+    n = int(seg.max(initial=0))
+    if n < 2:
+        return seg
+    sel = seg > 0
+    smax = np.full(n + 1, -np.inf)
+    np.maximum.at(smax, seg[sel], np.nan_to_num(image[sel], nan=-np.inf))
+    a, b, bmax = _boundary_maxima(seg, np.nan_to_num(image, nan=-np.inf), n)
+    ok = (bmax >= smax[a] - margin) & (smax[b] > smax[a])
+    if not ok.any():
+        return seg
+    a, b, v = a[ok], b[ok], bmax[ok]
+    order = np.lexsort((-v, a))      # per segment, its brightest boundary first
+    first = np.ones(order.size, bool)
+    first[1:] = a[order][1:] != a[order][:-1]
+    root = np.arange(n + 1)
+    root[a[order][first]] = b[order][first]
+    while True:  # targets are strictly brighter: no cycles
+        nxt = root[root]
+        if np.array_equal(nxt, root):
+            break
+        root = nxt
+    return root[seg]

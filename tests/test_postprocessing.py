@@ -270,3 +270,54 @@ def test_footprint_threshold_does_not_join_different_colours():
     probs[2, 10:16, 18:30] = 1 - probs[0, 10:16, 18:30]
     segm = segment_probabilities(probs, 0.95, 5, footprint_threshold=0.5)
     assert segm.n_labels == 2
+
+
+class TestMergePeakless:
+    """Pieces of one source without a peak of their own are merged."""
+
+    @staticmethod
+    def _star(cy, cx, amp, sigma=3.0, shape=SHAPE):
+        yy, xx = np.mgrid[:shape[0], :shape[1]]
+        return amp * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2))
+
+    def test_ring_and_core_become_one(self):
+        from astro_deepcolor.postprocessing import merge_peakless
+
+        image = self._star(30, 40, 100.0)
+        seg = np.zeros(SHAPE, int)
+        seg[_disc(30, 40, 12)] = 1          # the ring (wing)
+        seg[_disc(30, 40, 4)] = 2           # the core: holds the peak
+        out = merge_peakless(seg, image)
+        assert set(np.unique(out)) == {0, 2}
+        # A rim along one side: its maximum is on the core's boundary.
+        seg = np.zeros(SHAPE, int)
+        seg[_disc(30, 40, 12)] = 1
+        seg[_disc(30, 40, 12) & (np.mgrid[:60, :80][0] > 36)] = 3
+        out = merge_peakless(seg, image)
+        assert set(np.unique(out)) == {0, 1}
+
+    def test_neighbour_with_its_own_peak_stays(self):
+        from astro_deepcolor.postprocessing import merge_peakless
+
+        # A faint star on a bright star's wing, enclosed by its footprint.
+        image = self._star(30, 40, 100.0) + self._star(30, 50, 8.0, sigma=1.5)
+        seg = np.zeros(SHAPE, int)
+        seg[_disc(30, 40, 15)] = 1
+        seg[_disc(30, 50, 3)] = 2
+        out = merge_peakless(seg, image)
+        assert set(np.unique(out)) == {0, 1, 2}
+        # ... unless its bump is within the margin of the wing under it.
+        out = merge_peakless(seg, image, margin=10.0)
+        assert set(np.unique(out)) == {0, 1}
+
+    def test_chain_and_errors(self):
+        from astro_deepcolor.postprocessing import merge_peakless
+
+        image = self._star(30, 40, 100.0)
+        seg = np.zeros(SHAPE, int)
+        seg[_disc(30, 40, 14)] = 1
+        seg[_disc(30, 40, 9)] = 2
+        seg[_disc(30, 40, 3)] = 3
+        assert set(np.unique(merge_peakless(seg, image))) == {0, 3}
+        with pytest.raises(ValueError, match='shape of segm'):
+            merge_peakless(seg, image[:10])
