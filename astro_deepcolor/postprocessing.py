@@ -379,7 +379,8 @@ def fold_groups(root, group_areas, shared_pairs, touch_pairs, perim,
 
 
 def label_sources(colour, p_fg, n_pixels, *, connectivity=8,
-                  merge_fraction=0.5, relabel=True, threshold=None):
+                  merge_fraction=0.5, relabel=True, threshold=None,
+                  peak_image=None, peak_margin=0.5):
     """
     Turn a per-pixel colour map into a segmentation image.
 
@@ -406,6 +407,12 @@ def label_sources(colour, p_fg, n_pixels, *, connectivity=8,
         ``n_pixels`` of its pixels have ``p_fg >= threshold`` (compared at
         the float16 precision of ``p_fg``). None: every pixel of
         ``colour`` counts (it was classified at the detection threshold).
+    peak_image : 2D `~numpy.ndarray`, optional
+        The smoothed image in noise units: sources without a peak of their
+        own in it are merged into their brighter neighbour
+        (`merge_peakless`). None: no such merge.
+    peak_margin : float, optional
+        See `merge_peakless`.
 
     Returns
     -------
@@ -461,6 +468,20 @@ def label_sources(colour, p_fg, n_pixels, *, connectivity=8,
     del root
     data = lut[comp]
     del comp
+    if peak_image is not None and kept.size > 1:
+        merged = merge_peakless(data, peak_image, margin=peak_margin)
+        if merged is not data:
+            # Renumber 1..N, ordered by the top-left corner again.
+            slices = ndimage.find_objects(merged)
+            present = np.array([i + 1 for i, sl in enumerate(slices) if sl is not None])
+            corner = np.array([slices[i - 1][0].start * merged.shape[1]
+                               + slices[i - 1][1].start for i in present])
+            present = present[np.argsort(corner, kind='stable')]
+            lut = np.zeros(len(slices) + 1, dtype=np.int32)
+            lut[present] = np.arange(1, present.size + 1, dtype=np.int32)
+            data = lut[merged]
+            kept = present
+            del merged
 
     sel = data > 0
     lab = data[sel]
@@ -482,7 +503,8 @@ def label_sources(colour, p_fg, n_pixels, *, connectivity=8,
 
 def segment_probabilities(probs, threshold, n_pixels, *, connectivity=8,
                           mask=None, merge_fraction=0.5,
-                          footprint_threshold=None):
+                          footprint_threshold=None, peak_image=None,
+                          peak_margin=0.5):
     """
     Segment a deep-coloring probability cube into sources.
 
@@ -506,6 +528,11 @@ def segment_probabilities(probs, threshold, n_pixels, *, connectivity=8,
     footprint_threshold : float or None, optional
         Foreground probability that delimits the footprints (see
         `detection_levels`); None: the detection threshold itself.
+    peak_image : 2D `~numpy.ndarray`, optional
+        Smoothed image in noise units for `merge_peakless` (None: no
+        peak merge).
+    peak_margin : float, optional
+        See `merge_peakless`.
 
     Returns
     -------
@@ -519,7 +546,8 @@ def segment_probabilities(probs, threshold, n_pixels, *, connectivity=8,
         segm = label_sources(colour, p_fg, n_pixels,
                              connectivity=connectivity,
                              merge_fraction=merge_fraction,
-                             threshold=detect)
+                             threshold=detect, peak_image=peak_image,
+                             peak_margin=peak_margin)
     if segm is None:
         warnings.warn(_NO_DETECTIONS, NoDetectionsWarning, stacklevel=2)
     return segm

@@ -61,6 +61,7 @@ def _sweep(finder, regime, n_images, snr_min=5.0):
         n_bright += int(bright.sum())
         data = np.asarray(sim.data, dtype=np.float32)
         probs = finder.predict(data)
+        peak = finder.peak_image(data)
         st = colour_statistics(probs, sim.segmentation, radius=finder.config.halo_radius)
         colour['colour_counts'] = colour['colour_counts'] + np.asarray(st['colour_counts'])
         if st['n_neighbour_pairs']:
@@ -70,7 +71,7 @@ def _sweep(finder, regime, n_images, snr_min=5.0):
         for i, t in enumerate(GRID):
             with warnings.catch_warnings():
                 warnings.simplefilter('ignore', NoDetectionsWarning)
-                segm = finder.segment(probs, threshold=float(t))
+                segm = finder.segment(probs, threshold=float(t), peak_image=peak)
             if segm is None:
                 counts[i] += (0, 0, len(truth), 0)
                 continue

@@ -60,7 +60,7 @@ def main(argv=None):
     probs = finder.predict(image)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', NoDetectionsWarning)
-        segm = finder.segment(probs)
+        segm = finder.segment(probs, peak_image=finder.peak_image(image))
     split = {'cnn': pair_split(segm, pairs), 'sep': pair_split(_sep_segmentation(image), pairs)}
     rows = []
     for s in SEPARATIONS:

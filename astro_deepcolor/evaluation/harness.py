@@ -184,12 +184,14 @@ class DeepColorDetector:
         finder = self._finder()
         data, bad = prepare_image(data, mask, dtype=np.float32)
         probs = finder.predict(data, mask=bad if bad.any() else None)
+        peak = finder.peak_image(data, mask=bad if bad.any() else None)
         image = data - np.median(data[~bad]) if (~bad).any() else data
         for t in thresholds:
             with warnings.catch_warnings():
                 warnings.simplefilter('ignore', NoDetectionsWarning)
                 segm = finder.segment(probs, threshold=float(t),
-                                      mask=bad if bad.any() else None)
+                                      mask=bad if bad.any() else None,
+                                      peak_image=peak)
             if segm is None:
                 yield t, None, segment_catalog(np.zeros(data.shape, int), image)
             else:

@@ -88,6 +88,15 @@ def _as_model(model):
     raise TypeError(msg)
 
 
+def _peak_image(data, background, rms, bad):
+    """(data - background) / rms smoothed by a 1-pixel Gaussian, float32."""
+    from scipy.ndimage import gaussian_filter
+
+    from astro_deepcolor.preprocessing import normalize
+
+    return gaussian_filter(normalize(data, background, rms, bad), 1.0)
+
+
 def _prepare(data, mask):
     """
     Validate the image; return (float32 native-endian data, bad mask).
@@ -189,6 +198,14 @@ class DeepColorSegmentation:
         section of the model documentation).
     precision : {'float32', 'float16', 'bfloat16'}, optional
         Arithmetic of the torch backend on CUDA.
+    peak_margin : float or None, optional
+        A source must have a peak of its own: a segment whose brightest
+        pixel, in the image smoothed by a 1-pixel Gaussian and in units of
+        the noise, is within ``peak_margin`` of its boundary with a
+        brighter touching segment is merged into it (SExtractor's
+        condition for a deblended component; the network can paint a
+        bright star's core and wing in different colours). None: no such
+        merge. See `~astro_deepcolor.postprocessing.merge_peakless`.
     progress_bar : bool, optional
         Show a tqdm progress bar over tiles.
     n_threads : int, optional
@@ -227,7 +244,8 @@ class DeepColorSegmentation:
                  connectivity=8, backend='auto', device='auto',
                  tile_shape=(1024, 1024), overlap='auto', batch_size=1,
                  merge_fraction=0.5, footprint_threshold=0.8,
-                 precision='float32', progress_bar=False, n_threads=None):
+                 precision='float32', progress_bar=False, n_threads=None,
+                 peak_margin=0.5):
         self.threshold = check_fraction(threshold, 'threshold')
         self.n_pixels = check_positive_int(n_pixels, 'n_pixels')
         self.connectivity = check_choice(connectivity, 'connectivity', (4, 8))
@@ -240,6 +258,9 @@ class DeepColorSegmentation:
         self.footprint_threshold = (
             None if footprint_threshold is None
             else check_fraction(footprint_threshold, 'footprint_threshold'))
+        self.peak_margin = (None if peak_margin is None
+                            else check_fraction(peak_margin, 'peak_margin',
+                                                low=0.0, high=1e6))
         self.progress_bar = bool(progress_bar)
         self.n_threads = (None if n_threads is None
                           else check_positive_int(n_threads, 'n_threads'))
@@ -441,6 +462,8 @@ class DeepColorSegmentation:
                             out=(colour[core], p_fg[core]))
 
         self._infer(data, bad, background, rms, sink, timings)
+        peak = (None if self.peak_margin is None
+                else _peak_image(data, background, rms, bad))
         background = rms = None  # free before labelling
         t2 = time.perf_counter()
         with warnings.catch_warnings():
@@ -448,7 +471,8 @@ class DeepColorSegmentation:
             segm = label_sources(colour, p_fg, n_pixels,
                                  connectivity=self.connectivity,
                                  merge_fraction=self.merge_fraction,
-                                 threshold=detect)
+                                 threshold=detect, peak_image=peak,
+                                 peak_margin=self.peak_margin or 0.0)
         timings['label'] = time.perf_counter() - t2
         timings['total'] = time.perf_counter() - t0
         if segm is None:
@@ -541,12 +565,39 @@ class DeepColorSegmentation:
             probs[0, bad] = 1.0
         return probs
 
-    def segment(self, probs, threshold=None, mask=None):
+    def peak_image(self, data, mask=None, *, background=None, rms=None):
+        """
+        The smoothed image in noise units used to merge peakless segments.
+
+        ``(data - background) / rms`` smoothed by a Gaussian of 1 pixel
+        (see `~astro_deepcolor.postprocessing.merge_peakless`).
+
+        Parameters
+        ----------
+        data : 2D array-like
+            The image.
+        mask : 2D bool array-like, optional
+            Bad pixels.
+        background, rms : 2D array-like or float, optional
+            Sky and noise (estimated when omitted).
+
+        Returns
+        -------
+        image : 2D `~numpy.ndarray` of float32
+        """
+        data, bad = _prepare(data, mask)
+        given = self._check_background(data, background, rms)
+        background, rms = self._background(data, bad) if given is None else given
+        return _peak_image(data, background, rms, bad)
+
+    def segment(self, probs, threshold=None, mask=None, *, peak_image=None):
         """
         Segment probability maps from `predict` (re-thresholding).
 
-        ``finder.segment(finder.predict(data))`` gives the same result as
-        ``finder(data)``.
+        ``finder.segment(finder.predict(data),
+        peak_image=finder.peak_image(data))`` gives the same result as
+        ``finder(data)``; without ``peak_image`` the segments that have no
+        peak of their own are not merged.
 
         Parameters
         ----------
@@ -556,6 +607,8 @@ class DeepColorSegmentation:
             Foreground probability threshold (default: ``self.threshold``).
         mask : 2D bool array-like, optional
             True for pixels that can never belong to a source.
+        peak_image : 2D `~numpy.ndarray`, optional
+            From `peak_image`.
 
         Returns
         -------
@@ -577,12 +630,19 @@ class DeepColorSegmentation:
                 raise ValueError(msg)
         low, detect = detection_levels(threshold, self.footprint_threshold)
         colour, p_fg = classify_pixels(probs, low, mask)
+        if peak_image is not None and np.shape(peak_image) != probs.shape[1:]:
+            msg = (f'peak_image must have shape {probs.shape[1:]!r}, got '
+                   f'{np.shape(peak_image)!r}')
+            raise ValueError(msg)
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', NoDetectionsWarning)
             segm = label_sources(colour, p_fg, self.n_pixels,
                                  connectivity=self.connectivity,
                                  merge_fraction=self.merge_fraction,
-                                 threshold=detect)
+                                 threshold=detect,
+                                 peak_image=(None if self.peak_margin is None
+                                             else peak_image),
+                                 peak_margin=self.peak_margin or 0.0)
         if segm is None:
             warnings.warn(_NO_DETECTIONS, NoDetectionsWarning, stacklevel=2)
             return None
