@@ -72,3 +72,22 @@ def test_default_threshold_on_pure_noise():
         segm = finder(noise)
     n = 0 if segm is None else segm.n_labels
     assert n <= 3, f'{n} detections on pure noise at threshold {finder.threshold}'
+
+
+def test_detection_probability_is_calibrated_peak_probability():
+    from astro_deepcolor import DeepColorSegmentation
+    from astro_deepcolor.simulation import simulate_image
+
+    finder = DeepColorSegmentation(threshold=0.9, progress_bar=False)
+    rel = finder.config.reliability_map
+    assert rel, 'the shipped model carries a reliability map'
+    sim = simulate_image((256, 256), regime='clean', seed=3)
+    segm = finder(sim.data)
+    peak = segm.info['peak_probability']
+    assert (peak >= 0.9 - 1e-3).all()
+    np.testing.assert_allclose(segm.info['detection_probability'],
+                               np.interp(peak, rel['probability'], rel['reliability']),
+                               rtol=1e-6)
+    # Monotone: a higher peak probability never means a lower one.
+    order = np.argsort(peak)
+    assert np.all(np.diff(segm.info['detection_probability'][order]) >= -1e-7)
