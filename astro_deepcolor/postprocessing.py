@@ -76,7 +76,7 @@ from scipy import ndimage
 from astro_deepcolor.utils._parameters import check_choice, check_fraction, check_positive_int
 
 __all__ = ['classify_pixels', 'detection_levels', 'fold_groups', 'label_sources',
-           'merge_flicker', 'segment_probabilities']
+           'merge_flicker', 'segment_probabilities', 'warn_no_detections']
 
 _NO_DETECTIONS = ('No sources were found. Try lowering the threshold or '
                   'n_pixels parameters.')
@@ -415,6 +415,24 @@ def label_sources(colour, p_fg, n_pixels, *, connectivity=8,
         when nothing is found (a
         `~photutils.utils.exceptions.NoDetectionsWarning` is emitted).
     """
+    segm = _label_sources(colour, p_fg, n_pixels, connectivity=connectivity,
+                          merge_fraction=merge_fraction, relabel=relabel,
+                          threshold=threshold)
+    if segm is None:
+        warn_no_detections(stacklevel=2)
+    return segm
+
+
+def _label_sources(colour, p_fg, n_pixels, *, connectivity=8,
+                   merge_fraction=0.5, relabel=True, threshold=None):
+    """
+    The segmentation core: `label_sources` without the warning.
+
+    Like photutils' private ``_detect_sources``, it returns None silently
+    when nothing is found; the public layers (`label_sources`,
+    `segment_probabilities`, `~astro_deepcolor.DeepColorSegmentation`)
+    warn once.
+    """
     n_pixels = check_positive_int(n_pixels, 'n_pixels')
     merge_fraction = check_fraction(merge_fraction, 'merge_fraction')
     structure = _structure(connectivity)
@@ -425,7 +443,6 @@ def label_sources(colour, p_fg, n_pixels, *, connectivity=8,
 
     comp, n = _colour_components(colour, structure)
     if n == 0:
-        warnings.warn(_NO_DETECTIONS, NoDetectionsWarning, stacklevel=2)
         return None
     areas = np.bincount(comp.ravel(), minlength=n + 1)
     high = None
@@ -443,7 +460,6 @@ def label_sources(colour, p_fg, n_pixels, *, connectivity=8,
         keep &= group_high >= n_pixels
     keep[0] = False
     if not keep.any():
-        warnings.warn(_NO_DETECTIONS, NoDetectionsWarning, stacklevel=2)
         return None
     kept = np.flatnonzero(keep)
     if relabel:
@@ -512,14 +528,37 @@ def segment_probabilities(probs, threshold, n_pixels, *, connectivity=8,
     segm : `~photutils.segmentation.SegmentationImage` or None
         The sources (None and a `~photutils.utils.exceptions.NoDetectionsWarning` if none).
     """
+    segm = _segment_probabilities(probs, threshold, n_pixels,
+                                  connectivity=connectivity, mask=mask,
+                                  merge_fraction=merge_fraction,
+                                  footprint_threshold=footprint_threshold)
+    if segm is None:
+        warn_no_detections(stacklevel=2)
+    return segm
+
+
+def _segment_probabilities(probs, threshold, n_pixels, *, connectivity=8,
+                           mask=None, merge_fraction=0.5,
+                           footprint_threshold=None):
+    """`segment_probabilities` without the warning (None when empty)."""
     low, detect = detection_levels(threshold, footprint_threshold)
     colour, p_fg = classify_pixels(probs, low, mask)
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', NoDetectionsWarning)
-        segm = label_sources(colour, p_fg, n_pixels,
-                             connectivity=connectivity,
-                             merge_fraction=merge_fraction,
-                             threshold=detect)
-    if segm is None:
-        warnings.warn(_NO_DETECTIONS, NoDetectionsWarning, stacklevel=2)
-    return segm
+    return _label_sources(colour, p_fg, n_pixels, connectivity=connectivity,
+                          merge_fraction=merge_fraction, threshold=detect)
+
+
+def warn_no_detections(stacklevel=2):
+    """
+    Emit the `~photutils.utils.exceptions.NoDetectionsWarning`.
+
+    The one message of every public detection entry point (photutils'
+    wording).
+
+    Parameters
+    ----------
+    stacklevel : int, optional
+        As for `warnings.warn` called where this is called: 2 names the
+        caller of that function.
+    """
+    warnings.warn(_NO_DETECTIONS, NoDetectionsWarning,
+                  stacklevel=stacklevel + 1)
