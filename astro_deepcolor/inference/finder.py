@@ -634,7 +634,7 @@ class DeepColorSegmentation:
         return segm
 
     def catalog(self, data, segm, error=None, wcs=None, *, background=None,
-                mask=None, columns=None):
+                mask=None, columns=None, zeropoint=None, saturation=None):
         """
         Photometric catalogue of detected sources.
 
@@ -655,8 +655,13 @@ class DeepColorSegmentation:
             Pixels to exclude.
         columns : list of str, optional
             Any `~photutils.segmentation.SourceCatalog` properties plus
-            ``'detection_probability'``; default: photutils' default
-            columns plus ``detection_probability``.
+            ``'flags'``, ``'detection_probability'``, ``'mag'`` and
+            ``'mag_err'``; default:
+            `~astro_deepcolor.catalog.catalog_columns`.
+        zeropoint : float, optional
+            Photometric zero point, for ``mag`` and ``mag_err``.
+        saturation : float, optional
+            Saturation level of ``data`` (for the ``saturated`` flag).
 
         Returns
         -------
@@ -671,6 +676,7 @@ class DeepColorSegmentation:
             raise TypeError(msg)
         return make_catalog(data, segm, error=error, wcs=wcs,
                             background=background, mask=mask, columns=columns,
+                            zeropoint=zeropoint, saturation=saturation,
                             box_size=self.config.background_box,
                             filter_size=self.config.background_filter)
 
