@@ -468,17 +468,34 @@ class DeepColorSegmentation:
 
     def _detect(self, data, mask, threshold, n_pixels, background=None,
                 rms=None):
-        timings = {}
         t0 = time.perf_counter()
         data, bad = _prepare(data, mask)
         given = self._check_background(data, background, rms)
-        if bad.all():
+        if given is None and not bad.all():
+            given = self._background(data, bad)
+        segm = self._segment_prepared(data, bad, *(given or (None, None)),
+                                      threshold=threshold, n_pixels=n_pixels,
+                                      t0=t0)
+        if segm is None:
             warn_no_detections(stacklevel=3)
-            return None
-        background, rms = self._background(data, bad) if given is None else given
-        t1 = time.perf_counter()
-        timings['background'] = t1 - t0
+        return segm
 
+    def _segment_prepared(self, data, bad, background, rms, *,
+                          threshold=None, n_pixels=None, t0=None):
+        """
+        Detect on already validated arrays; None (silently) if nothing.
+
+        ``data`` and ``bad`` come from ``_prepare``, ``background`` and
+        ``rms`` are image-sized float32 maps. The one per-image core of
+        `__call__` and `astro_deepcolor.pipeline.detect_image`.
+        """
+        threshold = self.threshold if threshold is None else threshold
+        n_pixels = self.n_pixels if n_pixels is None else n_pixels
+        timings = {}
+        t1 = time.perf_counter()
+        timings['background'] = 0.0 if t0 is None else t1 - t0
+        if bad.all():
+            return None
         colour = np.zeros(data.shape, dtype=np.uint8)
         p_fg = np.zeros(data.shape, dtype=np.float16)
         low, detect = detection_levels(threshold, self.footprint_threshold)
@@ -495,9 +512,8 @@ class DeepColorSegmentation:
                               merge_fraction=self.merge_fraction,
                               threshold=detect)
         timings['label'] = time.perf_counter() - t2
-        timings['total'] = time.perf_counter() - t0
+        timings['total'] = time.perf_counter() - (t1 if t0 is None else t0)
         if segm is None:
-            warn_no_detections(stacklevel=3)
             return None
         segm.info.update(threshold=threshold, n_pixels=n_pixels,
                          footprint_threshold=low,
