@@ -38,7 +38,8 @@ from astro_deepcolor.utils._parameters import check_choice
 
 __all__ = ['CATALOG_FORMATS', 'WEIGHT_TYPES', 'ZEROPOINT_KEYWORDS',
            'catalog_format', 'celestial_wcs', 'derive_path', 'detect_image',
-           'error_from_weight', 'merged_header', 'parse_fits_spec',
+           'error_from_weight', 'measure_image', 'merged_header',
+           'parse_fits_spec',
            'read_fits_map',
            'write_catalog', 'zeropoint_from_header']
 
@@ -77,13 +78,7 @@ def error_from_weight(weight, weight_type='weight'):
     if weight.ndim != 2:
         msg = f'weight must be a 2D array, got shape {weight.shape!r}'
         raise ValueError(msg)
-    with np.errstate(divide='ignore', invalid='ignore'):
-        if weight_type == 'weight':
-            error = 1.0 / np.sqrt(weight)
-        elif weight_type == 'variance':
-            error = np.sqrt(weight)
-        else:
-            error = weight.copy()
+    error = _sigma(weight, weight_type)
     bad = ~(np.isfinite(error) & (error > 0))
     if bad.all():
         msg = f'the {weight_type} map has no valid pixel (all masked)'
@@ -91,6 +86,16 @@ def error_from_weight(weight, weight_type='weight'):
     if bad.any():
         error[bad] = np.median(error[~bad])
     return error, bad
+
+
+def _sigma(weight, weight_type):
+    """Elementwise sigma of a weight map (not finite or <= 0 where invalid)."""
+    with np.errstate(divide='ignore', invalid='ignore'):
+        if weight_type == 'weight':
+            return np.float32(1) / np.sqrt(weight, dtype=np.float32)
+        if weight_type == 'variance':
+            return np.sqrt(weight, dtype=np.float32)
+        return np.array(weight, dtype=np.float32)
 
 
 def celestial_wcs(header):
@@ -306,23 +311,64 @@ def _noise_maps(shape, weight, weight_type, error):
     return error_from_weight(weight, weight_type)
 
 
-def detect_image(finder, data, header=None, *, mask=None, weight=None,
-                 weight_type='weight', error=None, zeropoint=None,
-                 saturation=None, columns=None):
-    """
-    Detect the sources of one image and measure them.
+class _Inputs:
+    """The validated inputs of one image (shared by detect and measure)."""
 
-    Parameters
-    ----------
-    finder : `~astro_deepcolor.DeepColorSegmentation` or callable
-        The configured finder: it carries every detection setting. Any
-        other callable ``finder(data, mask=None)`` returning a
-        `~photutils.segmentation.SegmentationImage` (or None), or a tuple
-        ``(segm, table)``, is run instead of the network (classical
-        detectors in batch runs); its segmentation is measured here
-        unless it returns its own table.
-    data : 2D array-like
-        The image (sky included).
+    def __init__(self, finder, data, header, mask, weight, weight_type,
+                 error, zeropoint, saturation):
+        from astro_deepcolor.inference.finder import DeepColorSegmentation, _prepare
+
+        self.is_cnn = isinstance(finder, DeepColorSegmentation)
+        self.data, self.bad = _prepare(data, mask)
+        noise, noise_bad = _noise_maps(self.data.shape, weight, weight_type,
+                                       error)
+        if noise_bad is not None:
+            self.bad |= noise_bad
+        self.wcs = celestial_wcs(header)
+        self.zeropoint = (zeropoint_from_header(header) if zeropoint is None
+                          else zeropoint)
+        self.saturation = (_header_number(header, ('SATURATE',))
+                           if saturation is None else saturation)
+        shape = self.data.shape
+        if self.bad.all():
+            self.background = np.zeros(shape, np.float32)
+            rms = np.ones(shape, np.float32)
+        elif self.is_cnn:  # the model's own mesh settings
+            self.background, rms = finder._background(self.data, self.bad)
+        else:
+            from astro_deepcolor.preprocessing import estimate_background
+
+            self.background, rms = estimate_background(
+                self.data, mask=self.bad, box_size=max(4, min(64, *shape)))
+        if noise is None:
+            self.noise = rms
+            self.how = 'sky rms measured on the image (no source Poisson noise)'
+        else:
+            self.noise = noise
+            kind = 'error' if error is not None else weight_type
+            self.how = f'{kind} map (no source Poisson noise)'
+
+    def measure(self, finder, segm, columns):
+        from astro_deepcolor.catalog import make_catalog
+
+        table = make_catalog(self.data, segm, error=self.noise, wcs=self.wcs,
+                             background=self.background, mask=self.bad,
+                             columns=columns, zeropoint=self.zeropoint,
+                             saturation=self.saturation)
+        return self.annotate(finder, table)
+
+    def annotate(self, finder, table):
+        table.meta['error'] = self.how
+        if self.zeropoint is not None:
+            table.meta['zeropoint'] = self.zeropoint
+        if self.is_cnn:
+            table.meta['threshold'] = finder.threshold
+            table.meta['n_pixels'] = finder.n_pixels
+            table.meta['model'] = str(finder.model.path)
+        return table
+
+
+_COMMON_PARAMETERS = """
     header : `~astropy.io.fits.Header`, optional
         Its header: celestial WCS (``sky_centroid``), zero point
         (`ZEROPOINT_KEYWORDS`) and saturation level (``SATURATE``).
@@ -343,7 +389,26 @@ def detect_image(finder, data, header=None, *, mask=None, weight=None,
         ``SATURATE``.
     columns : list of str, optional
         Catalogue columns (default:
-        `~astro_deepcolor.catalog.catalog_columns`).
+        `~astro_deepcolor.catalog.catalog_columns`)."""
+
+
+def detect_image(finder, data, header=None, *, mask=None, weight=None,
+                 weight_type='weight', error=None, zeropoint=None,
+                 saturation=None, columns=None):
+    """
+    Detect the sources of one image and measure them.
+
+    Parameters
+    ----------
+    finder : `~astro_deepcolor.DeepColorSegmentation` or callable
+        The configured finder: it carries every detection setting. Any
+        other callable ``finder(data, mask=None)`` returning a
+        `~photutils.segmentation.SegmentationImage` (or None), or a tuple
+        ``(segm, table)``, is run instead of the network (classical
+        detectors in batch runs); its segmentation is measured here
+        unless it returns its own table.
+    data : 2D array-like
+        The image (sky included).{params}
 
     Returns
     -------
@@ -354,60 +419,61 @@ def detect_image(finder, data, header=None, *, mask=None, weight=None,
         The catalogue (no rows, all columns, when nothing is found).
         ``table.meta['error']`` says where the errors come from.
     """
-    from astro_deepcolor.catalog import make_catalog
-    from astro_deepcolor.inference.finder import DeepColorSegmentation, _prepare
-
     if not callable(finder):
         msg = ('finder must be a DeepColorSegmentation or a callable '
                f'detector, got {type(finder).__name__}')
         raise TypeError(msg)
-    data, bad = _prepare(data, mask)
-    noise, noise_bad = _noise_maps(data.shape, weight, weight_type, error)
-    if noise_bad is not None:
-        bad |= noise_bad
-    wcs = celestial_wcs(header)
-    if zeropoint is None:
-        zeropoint = zeropoint_from_header(header)
-    if saturation is None:
-        saturation = _header_number(header, ('SATURATE',))
-    is_cnn = isinstance(finder, DeepColorSegmentation)
-    if bad.all():
-        background = np.zeros(data.shape, np.float32)
-        rms = np.ones(data.shape, np.float32)
-    elif is_cnn:  # the model's own mesh settings
-        background, rms = finder._background(data, bad)
+    inputs = _Inputs(finder, data, header, mask, weight, weight_type, error,
+                     zeropoint, saturation)
+    if inputs.is_cnn:
+        segm = finder._segment_prepared(inputs.data, inputs.bad,
+                                        inputs.background, inputs.noise)
+        table = None
     else:
-        from astro_deepcolor.preprocessing import estimate_background
-
-        background, rms = estimate_background(
-            data, mask=bad, box_size=max(4, min(64, *data.shape)))
-    if noise is None:
-        noise = rms
-        how = 'sky rms measured on the image (no source Poisson noise)'
-    else:
-        how = (f'{"error" if error is not None else weight_type} map '
-               '(no source Poisson noise)')
-    table = None
-    if is_cnn:
-        segm = finder._segment_prepared(data, bad, background, noise)
-    else:
-        out = finder(data, mask=bad if bad.any() else None)
+        bad = inputs.bad
+        out = finder(inputs.data, mask=bad if bad.any() else None)
         segm, table = out if isinstance(out, tuple) else (out, None)
     if table is None:
-        table = make_catalog(data, segm, error=noise, wcs=wcs,
-                             background=background, mask=bad,
-                             columns=columns, zeropoint=zeropoint,
-                             saturation=saturation)
-    table.meta['error'] = how
-    if zeropoint is not None:
-        table.meta['zeropoint'] = zeropoint
-    if is_cnn:
-        table.meta['threshold'] = finder.threshold
-        table.meta['n_pixels'] = finder.n_pixels
-        table.meta['model'] = str(finder.model.path)
+        table = inputs.measure(finder, segm, columns)
+    else:
+        inputs.annotate(finder, table)
     if segm is None:
         warn_no_detections(stacklevel=2)
     return segm, table
+
+
+def measure_image(finder, data, segm, header=None, *, mask=None, weight=None,
+                  weight_type='weight', error=None, zeropoint=None,
+                  saturation=None, columns=None):
+    """
+    The catalogue half of `detect_image`, for a given segmentation.
+
+    For example the labels of `~astro_deepcolor.batch.detect_mosaic`:
+    with the same finder and inputs, ``measure_image`` of the mosaic's
+    labels gives `detect_image`'s catalogue (except
+    ``detection_probability``, which the mosaic labels do not carry).
+
+    Parameters
+    ----------
+    finder : `~astro_deepcolor.DeepColorSegmentation` or None
+        The finder (its background mesh settings); None: the defaults.
+    data : 2D array-like
+        The image (sky included).
+    segm : `~photutils.segmentation.SegmentationImage` or None
+        The sources.{params}
+
+    Returns
+    -------
+    table : `~astropy.table.QTable`
+        The catalogue.
+    """
+    inputs = _Inputs(finder, data, header, mask, weight, weight_type, error,
+                     zeropoint, saturation)
+    return inputs.measure(finder, segm, columns)
+
+
+detect_image.__doc__ = detect_image.__doc__.format(params=_COMMON_PARAMETERS)
+measure_image.__doc__ = measure_image.__doc__.format(params=_COMMON_PARAMETERS)
 
 
 #: Catalogue file formats by file-name ending.
