@@ -186,13 +186,19 @@ def _colour_components(colour, structure):
     return comp, offset
 
 
-def _pair_counts(a, b, n):
-    """Counts of unordered pairs of different non-zero labels in a, b."""
+def _pairs(a, b):
+    """Unordered pairs (lo, hi) of different non-zero labels facing."""
     sel = a != b
     sel &= a > 0
     sel &= b > 0
     lo = np.minimum(a[sel], b[sel]).astype(np.int64)
     hi = np.maximum(a[sel], b[sel]).astype(np.int64)
+    return lo, hi
+
+
+def _pair_counts(a, b, n):
+    """Keys ``lo * (n + 1) + hi`` of the facing pairs of a, b."""
+    lo, hi = _pairs(a, b)
     return lo * (n + 1) + hi
 
 

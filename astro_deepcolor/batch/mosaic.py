@@ -28,46 +28,27 @@ import math
 
 import numpy as np
 
-from astro_deepcolor.postprocessing import detection_levels, fold_groups
+from astro_deepcolor.postprocessing import (
+    _colour_components,
+    _pairs,
+    _structure,
+    detection_levels,
+    fold_groups,
+)
 from astro_deepcolor.utils._parameters import check_choice, check_positive_int
 
 __all__ = ['detect_mosaic', 'mosaic_background', 'stitch_labels']
-
-
-def _structure(connectivity):
-    from scipy.ndimage import generate_binary_structure
-
-    return generate_binary_structure(2, 1 if connectivity == 4 else 2)
 
 
 def _label_colours(colour, connectivity):
     """
     Connected components of each colour of a block.
 
-    Numbered like `astro_deepcolor.postprocessing.label_sources` numbers
-    them: colour by colour (ascending), raster order within a colour.
+    The in-memory core's own labelling
+    (`astro_deepcolor.postprocessing`), so pieces are numbered the same:
+    colour by colour (ascending), raster order within a colour.
     """
-    from scipy.ndimage import label
-
-    colour = np.asarray(colour)
-    comp = np.zeros(colour.shape, dtype=np.int32)
-    structure = _structure(connectivity)
-    offset = 0
-    counts = np.bincount(colour.ravel(), minlength=256)
-    for value in np.flatnonzero(counts[1:]) + 1:
-        sel = colour == value
-        lab, n = label(sel, structure=structure)
-        comp[sel] = lab[sel] + offset
-        offset += n
-    return comp, offset
-
-
-def _pairs(a, b):
-    """Unordered pairs (lo, hi) of different non-zero labels facing."""
-    sel = (a != b) & (a > 0) & (b > 0)
-    lo = np.minimum(a[sel], b[sel]).astype(np.int64)
-    hi = np.maximum(a[sel], b[sel]).astype(np.int64)
-    return lo, hi
+    return _colour_components(np.asarray(colour), _structure(connectivity))
 
 
 #: Bit of the mosaic colour map that marks pixels at or above the detection
