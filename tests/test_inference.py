@@ -315,6 +315,27 @@ class TestBackends:
         torch = TorchBackend(finder.model).run(x)
         assert_allclose(torch, ort, atol=1e-5)
 
+    def test_torch_builds_the_unet_of_the_stored_config(self, tiny_model_path):
+        """The shipped file's folded BatchNorm biases load by name; a file
+        whose weights do not fit its configuration is refused."""
+        pytest.importorskip('torch')
+        from astro_deepcolor.model import LoadedModel, load_model
+        from astro_deepcolor.model.unet import UNet
+
+        shipped = load_model()
+        backend = TorchBackend(shipped)
+        assert isinstance(backend._module, UNet)
+        assert backend._module.config == shipped.config
+        x = np.random.default_rng(3).normal(0, 3, (1, 1, 64, 64)).astype('f4')
+        assert_allclose(backend.run(x), OnnxRuntimeBackend(shipped).run(x),
+                        atol=1e-5)
+        tiny = load_model(tiny_model_path)
+        wrong = LoadedModel(tiny.path, tiny.onnx_bytes,
+                            tiny.config.replace(width=8))
+        with pytest.raises(ModelError, match='weights do not match its '
+                           'configuration'):
+            TorchBackend(wrong)
+
     def test_torch_backend_end_to_end(self, tiny_model_path, finder, image):
         pytest.importorskip('torch')
         tf = DeepColorSegmentation(model=tiny_model_path, backend='torch',
