@@ -28,6 +28,7 @@ a map, the noise is the sky rms measured on the image (the SExtractor-like
 mesh estimate), so flux errors are never NaN.
 """
 
+import time
 import warnings
 from pathlib import Path
 
@@ -417,14 +418,17 @@ def detect_image(finder, data, header=None, *, mask=None, weight=None,
         `~photutils.utils.exceptions.NoDetectionsWarning`, if none).
     table : `~astropy.table.QTable`
         The catalogue (no rows, all columns, when nothing is found).
-        ``table.meta['error']`` says where the errors come from.
+        ``table.meta['error']`` says where the errors come from,
+        ``table.meta['timings']`` the seconds of each stage.
     """
     if not callable(finder):
         msg = ('finder must be a DeepColorSegmentation or a callable '
                f'detector, got {type(finder).__name__}')
         raise TypeError(msg)
+    t0 = time.perf_counter()
     inputs = _Inputs(finder, data, header, mask, weight, weight_type, error,
                      zeropoint, saturation)
+    t1 = time.perf_counter()
     if inputs.is_cnn:
         segm = finder._segment_prepared(inputs.data, inputs.bad,
                                         inputs.background, inputs.noise)
@@ -433,10 +437,19 @@ def detect_image(finder, data, header=None, *, mask=None, weight=None,
         bad = inputs.bad
         out = finder(inputs.data, mask=bad if bad.any() else None)
         segm, table = out if isinstance(out, tuple) else (out, None)
+    t2 = time.perf_counter()
     if table is None:
         table = inputs.measure(finder, segm, columns)
     else:
         inputs.annotate(finder, table)
+    t3 = time.perf_counter()
+    timings = {'inputs_and_background': t1 - t0, 'detect': t2 - t1,
+               'catalog': t3 - t2}
+    if segm is not None and 'timings' in segm.info:
+        timings.update({f'detect_{k}': v for k, v in
+                        segm.info['timings'].items()
+                        if k not in ('background', 'total')})
+    table.meta['timings'] = timings
     if segm is None:
         warn_no_detections(stacklevel=2)
     return segm, table
@@ -525,6 +538,7 @@ def write_catalog(table, path, *, overwrite=False, meta=None):
 
     fmt = catalog_format(path)
     table = table.copy(copy_data=False)
+    table.meta.pop('timings', None)  # of this run, not of the catalogue
     table.meta.update(meta or {})
     if fmt == 'fits':
         # FITS headers only take scalars; keep the provenance as strings.
