@@ -445,10 +445,10 @@ def detect_image(finder, data, header=None, *, mask=None, weight=None,
     t3 = time.perf_counter()
     timings = {'inputs_and_background': t1 - t0, 'detect': t2 - t1,
                'catalog': t3 - t2}
-    if segm is not None and 'timings' in segm.info:
-        timings.update({f'detect_{k}': v for k, v in
-                        segm.info['timings'].items()
-                        if k not in ('background', 'total')})
+    info = getattr(segm, 'info', None) or {}  # other detectors: no info
+    timings.update({f'detect_{k}': v for k, v in
+                    info.get('timings', {}).items()
+                    if k not in ('background', 'total')})
     table.meta['timings'] = timings
     if segm is None:
         warn_no_detections(stacklevel=2)
