@@ -76,7 +76,8 @@ from scipy import ndimage
 from astro_deepcolor.utils._parameters import check_choice, check_fraction, check_positive_int
 
 __all__ = ['classify_pixels', 'detection_levels', 'fold_groups', 'label_sources',
-           'merge_flicker', 'merge_peakless', 'segment_probabilities']
+           'merge_flicker', 'merge_peakless', 'segment_probabilities',
+           'warn_no_detections']
 
 _NO_DETECTIONS = ('No sources were found. Try lowering the threshold or '
                   'n_pixels parameters.')
@@ -186,13 +187,19 @@ def _colour_components(colour, structure):
     return comp, offset
 
 
-def _pair_counts(a, b, n):
-    """Counts of unordered pairs of different non-zero labels in a, b."""
+def _pairs(a, b):
+    """Unordered pairs (lo, hi) of different non-zero labels facing."""
     sel = a != b
     sel &= a > 0
     sel &= b > 0
     lo = np.minimum(a[sel], b[sel]).astype(np.int64)
     hi = np.maximum(a[sel], b[sel]).astype(np.int64)
+    return lo, hi
+
+
+def _pair_counts(a, b, n):
+    """Keys ``lo * (n + 1) + hi`` of the facing pairs of a, b."""
+    lo, hi = _pairs(a, b)
     return lo * (n + 1) + hi
 
 
@@ -422,6 +429,26 @@ def label_sources(colour, p_fg, n_pixels, *, connectivity=8,
         when nothing is found (a
         `~photutils.utils.exceptions.NoDetectionsWarning` is emitted).
     """
+    segm = _label_sources(colour, p_fg, n_pixels, connectivity=connectivity,
+                          merge_fraction=merge_fraction, relabel=relabel,
+                          threshold=threshold, peak_image=peak_image,
+                          peak_margin=peak_margin)
+    if segm is None:
+        warn_no_detections(stacklevel=2)
+    return segm
+
+
+def _label_sources(colour, p_fg, n_pixels, *, connectivity=8,
+                   merge_fraction=0.5, relabel=True, threshold=None,
+                   peak_image=None, peak_margin=0.5):
+    """
+    The segmentation core: `label_sources` without the warning.
+
+    Like photutils' private ``_detect_sources``, it returns None silently
+    when nothing is found; the public layers (`label_sources`,
+    `segment_probabilities`, `~astro_deepcolor.DeepColorSegmentation`)
+    warn once.
+    """
     n_pixels = check_positive_int(n_pixels, 'n_pixels')
     merge_fraction = check_fraction(merge_fraction, 'merge_fraction')
     structure = _structure(connectivity)
@@ -432,7 +459,6 @@ def label_sources(colour, p_fg, n_pixels, *, connectivity=8,
 
     comp, n = _colour_components(colour, structure)
     if n == 0:
-        warnings.warn(_NO_DETECTIONS, NoDetectionsWarning, stacklevel=2)
         return None
     areas = np.bincount(comp.ravel(), minlength=n + 1)
     high = None
@@ -450,7 +476,6 @@ def label_sources(colour, p_fg, n_pixels, *, connectivity=8,
         keep &= group_high >= n_pixels
     keep[0] = False
     if not keep.any():
-        warnings.warn(_NO_DETECTIONS, NoDetectionsWarning, stacklevel=2)
         return None
     kept = np.flatnonzero(keep)
     if relabel:
@@ -539,18 +564,26 @@ def segment_probabilities(probs, threshold, n_pixels, *, connectivity=8,
     segm : `~photutils.segmentation.SegmentationImage` or None
         The sources (None and a `~photutils.utils.exceptions.NoDetectionsWarning` if none).
     """
+    segm = _segment_probabilities(probs, threshold, n_pixels,
+                                  connectivity=connectivity, mask=mask,
+                                  merge_fraction=merge_fraction,
+                                  footprint_threshold=footprint_threshold,
+                                  peak_image=peak_image, peak_margin=peak_margin)
+    if segm is None:
+        warn_no_detections(stacklevel=2)
+    return segm
+
+
+def _segment_probabilities(probs, threshold, n_pixels, *, connectivity=8,
+                           mask=None, merge_fraction=0.5,
+                           footprint_threshold=None, peak_image=None,
+                           peak_margin=0.5):
+    """`segment_probabilities` without the warning (None when empty)."""
     low, detect = detection_levels(threshold, footprint_threshold)
     colour, p_fg = classify_pixels(probs, low, mask)
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', NoDetectionsWarning)
-        segm = label_sources(colour, p_fg, n_pixels,
-                             connectivity=connectivity,
-                             merge_fraction=merge_fraction,
-                             threshold=detect, peak_image=peak_image,
-                             peak_margin=peak_margin)
-    if segm is None:
-        warnings.warn(_NO_DETECTIONS, NoDetectionsWarning, stacklevel=2)
-    return segm
+    return _label_sources(colour, p_fg, n_pixels, connectivity=connectivity,
+                          merge_fraction=merge_fraction, threshold=detect,
+                          peak_image=peak_image, peak_margin=peak_margin)
 
 
 def _boundary_maxima(seg, image, n):
@@ -638,3 +671,20 @@ def merge_peakless(segm, image, *, margin=0.5):
             break
         root = nxt
     return root[seg]
+
+
+def warn_no_detections(stacklevel=2):
+    """
+    Emit the `~photutils.utils.exceptions.NoDetectionsWarning`.
+
+    The one message of every public detection entry point (photutils'
+    wording).
+
+    Parameters
+    ----------
+    stacklevel : int, optional
+        As for `warnings.warn` called where this is called: 2 names the
+        caller of that function.
+    """
+    warnings.warn(_NO_DETECTIONS, NoDetectionsWarning,
+                  stacklevel=stacklevel + 1)

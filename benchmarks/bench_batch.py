@@ -44,7 +44,7 @@ What it does:
 
 Threads: each CPU worker is single-threaded, and `BatchDetector` gives
 the network of each worker ``threads_per_worker`` onnxruntime threads
-(``DetectSettings.n_threads``), so N workers on N cores do not
+(the finder's ``n_threads``), so N workers on N cores do not
 oversubscribe them. The benchmark records the backend every worker really
 used (``workers`` in the JSON) and reports a problem if a CPU worker's
 session has another number of threads. Dask sets ``OMP_NUM_THREADS=1``
@@ -276,16 +276,19 @@ def make_dataset(args):
 
 # -- workers -------------------------------------------------------------------
 
-def _warm_worker(settings):
-    """Imports, model, session and one small detection, on a worker."""
+def _warm_worker(finder):
+    """Imports, model, session and one small detection, on a worker.
+
+    The run's own copy of the finder (sent by BatchDetector) builds its
+    session on its first task; this warms imports and the model file.
+    """
     import os
     import time
     import warnings
 
     import numpy as np
-    from astropy.io import fits
 
-    from astro_deepcolor.batch import runner
+    from astro_deepcolor.pipeline import detect_image
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(0)
@@ -296,8 +299,7 @@ def _warm_worker(settings):
             np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        runner._detect_hdu(data, fits.Header(), settings)
-    finder = runner.get_finder(settings)
+        detect_image(finder, data)
     return {'pid': os.getpid(), 'warmup_s': time.perf_counter() - t0,
             'backend': finder.backend_description,
             'cores_available': len(os.sched_getaffinity(0)),
@@ -309,37 +311,28 @@ def _warm_worker(settings):
 def _worker_state():
     import os
     import resource
-    import sys
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    runner = sys.modules.get('astro_deepcolor.batch.runner')
-    if runner is None:
-        return {'pid': os.getpid(), 'peak_rss_mb': rss, 'finder_loads': 0,
-                'backends': []}
-    return {'pid': os.getpid(), 'peak_rss_mb': rss,
-            'finder_loads': int(sum(runner.FINDER_LOADS.values())),
-            'backends': sorted({f.backend_description
-                                for f in runner._FINDERS.values()})}
+    return {'pid': os.getpid(), 'peak_rss_mb': rss}
 
 
-def profile_one_hdu(path, settings, repeat=2):
+def profile_one_hdu(path, finder, repeat=2):
     """Stage times of one HDU in this process (what a GPU would not speed up)."""
-    from astro_deepcolor.batch import runner
     from astro_deepcolor.batch.inputs import read_image_hdu
+    from astro_deepcolor.pipeline import celestial_wcs, detect_image
 
-    finder = runner.get_finder(settings)
     best = None
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         data, header = read_image_hdu(path, 1)
-        runner._detect_hdu(data[:256, :256].copy(), header, settings)  # warm
+        detect_image(finder, data[:256, :256].copy(), header)  # warm
         for _ in range(repeat):
             t0 = time.perf_counter()
             data, header = read_image_hdu(path, 1)
             t1 = time.perf_counter()
             segm = finder(data)
             t2 = time.perf_counter()
-            wcs = runner._celestial_wcs(header)
+            wcs = celestial_wcs(header)
             table = finder.catalog(data, segm, wcs=wcs)
             t3 = time.perf_counter()
             tm = segm.info['timings']
@@ -459,6 +452,19 @@ def check_outputs(result, paths, n_hdus, shape):
     return checks, problems, sorted(per_image.items())
 
 
+def _finder(args, *, device, batch_size, n_threads=None):
+    """The finder of the benchmark's settings."""
+    from astro_deepcolor import DeepColorSegmentation
+
+    kwargs = {'threshold': args.threshold, 'n_pixels': args.n_pixels,
+              'model': args.model, 'device': device, 'n_threads': n_threads}
+    if args.tile_size is not None:
+        kwargs['tile_shape'] = args.tile_size
+    if batch_size is not None:
+        kwargs['batch_size'] = batch_size
+    return DeepColorSegmentation(**kwargs)
+
+
 def run_once(label, paths, args, *, n_workers, threads_per_worker, device,
              batch_size):
     from astro_deepcolor.batch import BatchDetector, Manifest
@@ -471,14 +477,13 @@ def run_once(label, paths, args, *, n_workers, threads_per_worker, device,
     cluster, client, t_cluster = start_cluster(n_workers, threads_per_worker)
     try:
         # threads_per_worker as the cluster's: the network of each worker
-        # gets that many threads (DetectSettings.n_threads)
+        # gets that many threads (the finder's n_threads)
         batch = BatchDetector(
-            threshold=args.threshold, n_pixels=args.n_pixels, model=args.model,
-            device=device, batch_size=batch_size, tile_shape=args.tile_size,
+            _finder(args, device=device, batch_size=batch_size),
             threads_per_worker=threads_per_worker, dashboard_address=':0',
             progress_bar=not args.quiet)
         t0 = time.perf_counter()
-        warm = client.run(_warm_worker, batch.settings)
+        warm = client.run(_warm_worker, batch.finder)
         t_warm = time.perf_counter() - t0
         backends = sorted({w['backend'] for w in warm.values()})
         log(f'{label}: cluster {t_cluster:.1f} s, warm-up {t_warm:.1f} s; '
@@ -496,8 +501,8 @@ def run_once(label, paths, args, *, n_workers, threads_per_worker, device,
                                                 args.shape)
     if device == 'cpu':
         want = f'{threads_per_worker} threads)'
-        wrong = sorted({b for w in state.values() for b in w['backends']
-                        if not b.endswith(want)})
+        wrong = sorted({w['backend'] for w in warm.values()
+                        if not w['backend'].endswith(want)})
         if wrong:
             problems.append(f'CPU workers ran the network with other than '
                             f'{threads_per_worker} thread(s): {wrong}')
@@ -518,7 +523,7 @@ def run_once(label, paths, args, *, n_workers, threads_per_worker, device,
     record = {
         'label': label, 'n_workers': n_workers,
         'threads_per_worker': threads_per_worker, 'device': device,
-        'network_threads': batch.settings.n_threads,
+        'network_threads': batch.finder.n_threads,
         'batch_size': batch_size,
         'cluster_start_s': t_cluster, 'warmup_s': t_warm,
         'run_s': wall, 'detect_phase_s': result.seconds,
@@ -595,7 +600,8 @@ def parse_args(argv=None):
                    help='tiles per network call on the GPU')
     p.add_argument('--model', default=None,
                    help='ONNX model (None: the shipped model)')
-    p.add_argument('--threshold', type=float, default=0.5)
+    p.add_argument('--threshold', type=float, default=None,
+                   help="probability threshold (None: the model's default)")
     p.add_argument('--n-pixels', type=int, default=5)
     p.add_argument('--tile-size', type=int, default=None,
                    help="network tile side (None: the finder's)")
@@ -650,13 +656,8 @@ def main(argv=None):
         'runs': [],
     }
     if not args.no_profile:
-        from astro_deepcolor.batch import DetectSettings
-
-        settings = DetectSettings(
-            threshold=args.threshold, n_pixels=args.n_pixels, model=args.model,
-            device='cpu', batch_size=args.batch_size, tile_shape=args.tile_size,
-            n_threads=1)
-        prof = profile_one_hdu(paths[0], settings)
+        prof = profile_one_hdu(paths[0], _finder(
+            args, device='cpu', batch_size=args.batch_size, n_threads=1))
         report['profile_one_hdu'] = prof
         log(f'one HDU in this process: {prof["total_s"]:.2f} s '
             f'({prof["mpix_per_s"]:.3f} MPix/s), network '

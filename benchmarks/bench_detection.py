@@ -19,6 +19,20 @@ and sep (Background + extract with a segmentation map at 1.5 sigma) on
 the same image. Results (seconds, MPix/s, device, model, tiling) go to a
 JSON file.
 
+Command line, end to end::
+
+    OMP_NUM_THREADS=2 python benchmarks/bench_detection.py --cli --size 4096 \
+        --out benchmarks/results/detection_cli_4k.json
+
+writes the simulated image to a FITS file and times ``astro-deepcolor
+detect image.fits --catalog cat.fits`` in a fresh interpreter (imports,
+FITS reading, detection, catalogue, FITS writing), with its time
+per stage (`astro_deepcolor.pipeline.detect_image`'s ``timings``, saved
+by the run), and sep in the same run, also from the FITS file to a FITS
+catalogue in a fresh interpreter (read, ``Background``, ``extract`` with a
+segmentation map at 1.5 sigma, write). Wall-clock and CPU seconds and
+MPix/s per stage go to the JSON file.
+
 Memory::
 
     python benchmarks/bench_detection.py --memory --size 20000
@@ -185,6 +199,130 @@ def throughput(args):
     return result
 
 
+_SEP_SCRIPT = """
+import sys, time
+t0 = time.perf_counter()
+import numpy as np, sep
+from astropy.io import fits
+from astropy.table import Table
+t1 = time.perf_counter()
+data = np.asarray(fits.getdata(sys.argv[1]), dtype=np.float32)
+t2 = time.perf_counter()
+bkg = sep.Background(data)
+sub = data - bkg
+t3 = time.perf_counter()
+sep.set_extract_pixstack(50_000_000)
+sep.set_sub_object_limit(4096)
+objects, segmap = sep.extract(sub, 1.5, err=bkg.globalrms,
+                              segmentation_map=True)
+flux, fluxerr, _ = sep.sum_circle(sub, objects['x'], objects['y'], 3.0,
+                                  err=bkg.globalrms)
+t4 = time.perf_counter()
+table = Table(objects)
+table['flux_aper'] = flux
+table['flux_aper_err'] = fluxerr
+table.write(sys.argv[2], overwrite=True)
+t5 = time.perf_counter()
+print({'import_s': t1 - t0, 'read_s': t2 - t1, 'background_s': t3 - t2,
+       'extract_and_photometry_s': t4 - t3, 'write_s': t5 - t4,
+       'n_sources': len(objects)})
+"""
+
+
+def _timed_subprocess(cmd):
+    """Wall and CPU (children) seconds of a command, and its stdout."""
+    import subprocess
+
+    before = os.times()
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    wall = time.perf_counter() - t0
+    after = os.times()
+    cpu = ((after.children_user - before.children_user)
+           + (after.children_system - before.children_system))
+    return wall, cpu, out.stdout
+
+
+def cli(args):
+    """The command line end to end against sep, from the same FITS file."""
+    import ast
+
+    from astropy.io import fits
+
+    from astro_deepcolor.simulation import simulate_image
+
+    model, model_kind = _model(args.model)
+    tmp = Path(tempfile.mkdtemp())
+    image = tmp / 'ccd.fits'
+    if args.image:
+        image = Path(args.image)
+    else:
+        sim = simulate_image((args.size, args.size), regime='contaminated',
+                             seed=args.seed)
+        fits.PrimaryHDU(np.asarray(sim.data, dtype=np.float32)).writeto(image)
+    npix = fits.getdata(image).size / 1e6
+    # The real command in a fresh interpreter; the catalogue writer is
+    # wrapped to save detect_image's stage timings next to the catalogue.
+    runner = (
+        'import json, sys, time; t0 = time.perf_counter()\n'
+        'import astro_deepcolor.pipeline as p\n'
+        'from astro_deepcolor.cli import main\n'
+        'write = p.write_catalog\n'
+        'def timed(table, path, **kw):\n'
+        '    t = dict(table.meta["timings"]); t1 = time.perf_counter()\n'
+        '    write(table, path, **kw)\n'
+        '    t["write"] = time.perf_counter() - t1\n'
+        '    t["n_sources"] = len(table)\n'
+        '    json.dump(t, open(str(path) + ".json", "w"))\n'
+        'p.write_catalog = timed\n'
+        'sys.exit(main())\n')
+    catalog = tmp / 'cat.fits'
+    cmd = [sys.executable, '-c', runner, 'detect', str(image), '--catalog',
+           str(catalog), '--model', str(model), '--overwrite', '--quiet']
+    ours = []
+    for _ in range(args.repeat):
+        wall, cpu, _ = _timed_subprocess(cmd)
+        tm = json.loads(Path(f'{catalog}.json').read_text())
+        ours.append((wall, cpu, tm))
+    sep_runs = [_timed_subprocess([sys.executable, '-c', _SEP_SCRIPT, str(image),
+                                   str(tmp / 'sep.fits')])
+                for _ in range(args.repeat)]
+    wall, cpu, tm = min(ours, key=lambda r: r[0])
+    sep_wall, sep_cpu, sep_out = min(sep_runs)
+    sep_stages = ast.literal_eval(sep_out.strip().splitlines()[-1])
+    stages = {'validate_and_background_s': tm['inputs_and_background'],
+              'normalize_s': tm.get('detect_normalize', 0.0),
+              'network_s': tm.get('detect_network', 0.0),
+              'classify_and_label_s': (tm.get('detect_classify', 0.0)
+                                       + tm.get('detect_label', 0.0)),
+              'catalog_s': tm['catalog'], 'write_s': tm['write']}
+    stages['imports_read_and_rest_s'] = wall - sum(stages.values())
+
+    def mpix(seconds):
+        return npix / seconds if seconds > 0 else float('inf')
+
+    return {
+        'benchmark': 'command line end to end against sep',
+        'image': {'path': str(image), 'megapixels': npix},
+        'device': {'cpu': _cpu_name(), 'cores': len(os.sched_getaffinity(0)),
+                   'omp_num_threads': os.environ.get('OMP_NUM_THREADS'),
+                   'load_average_at_end': list(os.getloadavg()),
+                   'backend': 'onnxruntime on cpu (the CLI default here)'},
+        'model': {'path': str(model), 'kind': model_kind},
+        'command': 'astro-deepcolor ' + ' '.join(cmd[3:]),
+        'deepcolor_cli': {'wall_s': wall, 'cpu_s': cpu,
+                          'mpix_per_s': mpix(wall),
+                          'n_sources': tm['n_sources']},
+        'sep_cli': {'wall_s': sep_wall, 'cpu_s': sep_cpu,
+                    'mpix_per_s': mpix(sep_wall), **sep_stages},
+        'ratio_wall': wall / sep_wall, 'ratio_cpu': cpu / sep_cpu,
+        'deepcolor_stages_s': stages,
+        'deepcolor_stages_mpix_per_s': {k.removesuffix('_s'): mpix(v)
+                                        for k, v in stages.items()},
+    }
+
+
 def _synthetic_mosaic(size, seed):
     """Noise + Gaussian stars, float32, built in place (no big temporaries)."""
     rng = np.random.default_rng(seed)
@@ -258,9 +396,15 @@ def main(argv=None):
     parser.add_argument('--memory', action='store_true',
                         help='peak-memory run on a synthetic mosaic')
     parser.add_argument('--progress', action='store_true')
+    parser.add_argument('--cli', action='store_true',
+                        help='the command line end to end against sep')
+    parser.add_argument('--image', default=None,
+                        help='with --cli: a FITS image instead of a '
+                             'simulated one')
     parser.add_argument('--out', default=None, help='JSON output file')
     args = parser.parse_args(argv)
-    result = memory(args) if args.memory else throughput(args)
+    mode = cli if args.cli else memory if args.memory else throughput
+    result = mode(args)
     text = json.dumps(result, indent=2, default=float)
     print(text)
     if args.out:

@@ -43,7 +43,7 @@ def main(argv=None):
     parser.add_argument('--model', default=None, help='model file (default: shipped)')
     args = parser.parse_args(argv)
 
-    from astro_deepcolor import DeepColorSegmentation, simulation
+    from astro_deepcolor import DeepColorSegmentation, baselines, simulation
 
     load = simulation.load_recipe
     for level in args.levels:
@@ -55,7 +55,7 @@ def main(argv=None):
                 kwargs['model'] = self.model
             return DeepColorSegmentation(**kwargs)
 
-        with mock.patch.object(harness.DeepColorDetector, '_finder', finder), \
+        with mock.patch.object(baselines.DeepColorDetector, '_finder', finder), \
                 mock.patch.object(simulation, 'load_recipe',
                                   lambda name: _ValidationRecipe(load(name))):
             result = harness.run_sweeps(detectors=['cnn'], n_images=args.n_images,

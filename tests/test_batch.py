@@ -15,7 +15,6 @@ import signal
 import sqlite3
 import sys
 import time
-import types
 
 import numpy as np
 import pytest
@@ -25,14 +24,13 @@ from astropy.wcs import WCS
 
 from astro_deepcolor.batch import (
     BatchDetector,
-    DetectSettings,
     Manifest,
     expand_inputs,
     output_stems,
     scan_image_hdus,
     stitch_labels,
 )
-from astro_deepcolor.batch.runner import _detect_hdu
+from astro_deepcolor.pipeline import detect_image
 from astro_deepcolor.simulation import simulate_image
 
 distributed = pytest.importorskip('distributed')
@@ -123,7 +121,7 @@ def per_image_reference(path, index):
     with fits.open(path) as hdul:
         data = hdul[index].data.astype(np.float32)
         header = hdul[index].header
-    table, _ = _detect_hdu(data, header, DetectSettings(), detector())
+    _, table = detect_image(detector(), data, header)
     return table
 
 
@@ -202,21 +200,31 @@ def test_manifest(tmp_path):
         assert conn.execute('PRAGMA journal_mode').fetchone()[0] == 'wal'
 
 
-def test_settings_validation():
-    with pytest.raises(ValueError, match='threshold must be a number'):
-        DetectSettings(threshold=1.5)
-    with pytest.raises(ValueError, match='n_pixels must be an integer'):
-        BatchDetector(n_pixels=0)
+def test_settings_validation(tiny_model_path):
+    from astro_deepcolor import DeepColorSegmentation
+
     with pytest.raises(ValueError, match='merged_format must be one of'):
-        BatchDetector(merged_format='csv')
+        BatchDetector(detector=detector(), merged_format='csv')
     with pytest.raises(TypeError, match='detector must be callable'):
         BatchDetector(detector=3)
-    with pytest.raises(ValueError, match='footprint_threshold must be a number'):
-        BatchDetector(footprint_threshold=2.0)
-    # The footprint level reaches the workers' finders.
-    assert BatchDetector().settings.finder_kwargs()['footprint_threshold'] == 0.8
-    none = DetectSettings(footprint_threshold=None)
-    assert none.finder_kwargs()['footprint_threshold'] is None
+    with pytest.raises(TypeError, match='finder must be a DeepColorSegmentation'):
+        BatchDetector(detector())
+    with pytest.raises(ValueError, match='weight_type must be one of'):
+        BatchDetector(detector=detector(), weight_type='ivar')
+    with pytest.raises(ValueError, match='weight_suffix must be a non-empty'):
+        BatchDetector(detector=detector(), weight_suffix='')
+    # the finder is the one carrier of the settings: the workers get it,
+    # with one network thread per local worker thread
+    finder = DeepColorSegmentation(0.7, model=tiny_model_path,
+                                   footprint_threshold=None)
+    batch = BatchDetector(finder, threads_per_worker=2)
+    assert batch.finder.threshold == 0.7
+    assert batch.finder.footprint_threshold is None
+    assert batch.finder.n_threads == 2
+    assert finder.n_threads is None  # the caller's finder is not changed
+    record = batch._settings_record()
+    assert record['threshold'] == 0.7
+    assert record['model'] == str(tiny_model_path)
 
 
 # -- Dask runs --------------------------------------------------------------
@@ -266,7 +274,8 @@ def test_run_merged_catalogue_and_manifest(client, survey, tmp_path):
             assert set(sel['extname']) == {f'CCD{k}'}
             np.testing.assert_array_equal(sel['label'], ref['label'])
             np.testing.assert_allclose(sel['x_centroid'], ref['x_centroid'])
-            np.testing.assert_allclose(sel['ra'].value, ref['ra'].value)
+            np.testing.assert_allclose(sel['ra'].value,
+                                       ref['sky_centroid'].ra.deg)
             # sky coordinates follow the HDU's WCS
             wcs = WCS(_wcs_header(i, k - 1))
             ra, dec = wcs.pixel_to_world_values(sel['x_centroid'],
@@ -278,6 +287,7 @@ def test_run_merged_catalogue_and_manifest(client, survey, tmp_path):
             # the per-image catalogue and segmentation agree
             cat = QTable.read(out / 'catalogs' / f'exp{i}.hdu{k:03d}.cat.fits')
             assert len(cat) == len(ref)
+            assert cat.colnames == ref.colnames
             segm = fits.getdata(out / 'segmentation'
                                 / f'exp{i}.hdu{k:03d}.segm.fits')
             assert segm.max() == len(ref)
@@ -398,27 +408,20 @@ def test_worker_killed_mid_run(client, survey, tmp_path):
 def test_run_cli_with_scheduler(client, survey, tmp_path, capsys,
                                 tiny_model_path):
     """The CLI batch mode, real finder, on an existing cluster (--scheduler)."""
-    from astro_deepcolor.batch import run_cli
     from astro_deepcolor.cli import main
 
     out = tmp_path / 'cli'
-    args = types.SimpleNamespace(
-        inputs=[str(survey / 'exp*.fits'), str(survey / 'corrupt.fits')],
-        out=str(out), scheduler=client.scheduler.address, workers=None,
-        threshold=0.5, n_pixels=5, overwrite=False, segmentation=None,
-        write_segmentation=True, model=str(tiny_model_path), tile_size=1024,
-        quiet=False)
-    assert run_cli(args) == 1  # the corrupt file failed
+    status = main(['detect', str(survey / 'exp*.fits'),
+                   str(survey / 'corrupt.fits'), '--out', str(out),
+                   '--scheduler', client.scheduler.address, '--threshold',
+                   '0.5', '--write-segmentation', '--model',
+                   str(tiny_model_path)])
+    assert status == 1  # the corrupt file failed
     err = capsys.readouterr().err
     assert f'{N_FILES * N_CCDS} images detected' in err
     merged = _merged(out)
     assert set(merged['file']) == {str(survey / f'exp{i}.fits')
                                    for i in range(N_FILES)}
-    # the model was loaded once per worker, not once per image
-    loads = client.run(lambda: sum(
-        sys.modules['astro_deepcolor.batch.runner'].FINDER_LOADS.values()))
-    assert sum(loads.values()) <= 2
-    assert all(n <= 1 for n in loads.values())
     assert len(list((out / 'segmentation').glob('*.segm.fits'))) == 6
     # resume through the real command line: nothing left to do
     written = {p: p.stat().st_mtime_ns for p in out.rglob('*.fits')

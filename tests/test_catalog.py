@@ -10,6 +10,8 @@ from photutils.segmentation import SegmentationImage
 
 from astro_deepcolor.catalog import (
     DEFAULT_COLUMNS,
+    FLAGS,
+    catalog_columns,
     detection_probabilities,
     make_catalog,
 )
@@ -49,12 +51,12 @@ def test_default_columns_and_detection_probability():
     image, segm = _scene()
     table = make_catalog(image, segm)
     assert isinstance(table, QTable)
-    assert table.colnames == DEFAULT_COLUMNS
+    assert table.colnames == [c for c in DEFAULT_COLUMNS if c != 'sky_centroid']
+    assert table.colnames == catalog_columns()
     assert_array_equal(table['label'], [1, 2])
     assert_allclose(table['detection_probability'], [0.8, 0.95], atol=1e-3)
     assert_allclose(table['x_centroid'], [30, 70], atol=0.05)
     assert_allclose(table['y_centroid'], [20, 40], atol=0.05)
-    assert table['sky_centroid'][0] is None  # no WCS
     assert 'estimated' in table.meta['background']
 
 
@@ -135,3 +137,63 @@ def test_bad_inputs():
         make_catalog(image[:10], segm)
     with pytest.raises(ValueError, match='mask must have the same shape'):
         make_catalog(image, segm, mask=np.zeros((2, 2), bool))
+    with pytest.raises(ValueError, match='sky_centroid column needs a celestial'):
+        make_catalog(image, segm, columns=['label', 'sky_centroid'])
+    with pytest.raises(ValueError, match='mag and mag_err columns need a zero'):
+        make_catalog(image, segm, columns=['mag'])
+    with pytest.raises(ValueError, match='zeropoint must be a finite number'):
+        make_catalog(image, segm, zeropoint=np.nan)
+
+
+def test_magnitudes_follow_kron_flux():
+    image, segm = _scene()
+    table = make_catalog(image, segm, error=np.ones(SHAPE), zeropoint=25.0)
+    assert table.colnames == catalog_columns(zeropoint=25.0)
+    assert table.colnames[-2:] == ['mag', 'mag_err']
+    flux = np.asarray(table['kron_flux'])
+    err = np.asarray(table['kron_flux_err'])
+    assert_allclose(table['mag'], 25.0 - 2.5 * np.log10(flux))
+    assert_allclose(table['mag_err'], 1.0857362 * err / flux, rtol=1e-6)
+    # a brighter source has the smaller magnitude
+    assert table['mag'][0] < table['mag'][1]
+    assert np.isfinite(table['kron_flux_err']).all()
+    assert np.isfinite(table['segment_flux_err']).all()
+
+
+def test_flags():
+    image, segm = _scene()
+    image = image.copy()
+    # source 1 touches a masked pixel and is saturated; source 2 is
+    # moved onto the border by cropping
+    mask = np.zeros(SHAPE, bool)
+    mask[20, 25] = True
+    table = make_catalog(image, segm, mask=mask, saturation=450.0)
+    bits = {name: bit for bit, (name, _) in FLAGS.items()}
+    assert table['flags'][0] & bits['masked']
+    assert table['flags'][0] & bits['saturated']
+    assert not table['flags'][1] & (bits['masked'] | bits['saturated'])
+    assert not (table['flags'] & (bits['blended'] | bits['truncated'])).any()
+    crop = (slice(None), slice(0, 72))  # source 2 (x 66..74) is cut
+    cut = SegmentationImage(segm.data[crop])
+    near = make_catalog(image[crop], cut)
+    assert near['flags'][1] & bits['truncated']
+    assert near['flags'][1] & bits['near_edge']
+    assert not near['flags'][0] & (bits['truncated'] | bits['near_edge'])
+    # two touching footprints are both "blended"
+    data = segm.data.copy()
+    data[20, 34:66] = 1
+    data[20, 66] = 2
+    touching = make_catalog(image, SegmentationImage(data))
+    assert (touching['flags'] & bits['blended']).all()
+
+
+@pytest.mark.parametrize('wcs', [None, _wcs()])
+def test_empty_catalogue_has_every_column(wcs):
+    image, segm = _scene()
+    full = make_catalog(image, segm, wcs=wcs, zeropoint=25.0,
+                        error=np.ones(SHAPE))
+    empty = make_catalog(image, None, wcs=wcs, zeropoint=25.0)
+    assert len(empty) == 0
+    assert empty.colnames == full.colnames
+    for name in full.colnames:
+        assert getattr(empty[name], 'unit', None) == getattr(full[name], 'unit', None)

@@ -169,20 +169,47 @@ def test_needs_an_output(fits_image, tiny_model_path, capsys):
 
 def test_batch_mode_is_delegated(fits_image, tmp_path, monkeypatch,
                                  tiny_model_path):
+    """Batch mode gets the finder the same options build in single mode."""
     import astro_deepcolor.batch as batch
 
     seen = {}
 
-    def fake_run_cli(args):
-        seen['args'] = args
-        return 0
+    class FakeBatch:
+        def __init__(self, finder, **kwargs):
+            seen['finder'] = finder
+            seen.update(kwargs)
 
-    monkeypatch.setattr(batch, 'run_cli', fake_run_cli)
+        def __call__(self, inputs, out):
+            from astro_deepcolor.batch import BatchResult
+
+            seen['inputs'] = inputs
+            return BatchResult(out_dir=out, catalog=out, manifest=out)
+
+    monkeypatch.setattr(batch, 'BatchDetector', FakeBatch)
     status = _run([str(fits_image), str(fits_image), '--out',
-                   str(tmp_path / 'out'), '--workers', '2'], tiny_model_path)
+                   str(tmp_path / 'out'), '--workers', '2', '--threshold',
+                   '0.7', '--weight-suffix', 'image=weight', '--mask-suffix',
+                   '.dq'], tiny_model_path)
     assert status == 0
-    args = seen['args']
-    assert args.inputs == [str(fits_image)] * 2
-    assert args.workers == 2
-    assert args.threshold == 0.5
-    assert args.footprint_threshold == 0.8
+    assert seen['inputs'] == [str(fits_image)] * 2
+    assert seen['n_workers'] == 2
+    assert seen['weight_suffix'] == 'image=weight'
+    assert seen['mask_suffix'] == '.dq'
+    assert seen['weight_type'] == 'weight'
+    finder = seen['finder']
+    assert finder.threshold == 0.7
+    assert finder.footprint_threshold == finder.config.footprint_threshold
+    assert str(finder.model.path) == str(tiny_model_path)
+
+
+def test_batch_mode_refuses_single_file_options(fits_image, tmp_path,
+                                               tiny_model_path, capsys):
+    status = _run([str(fits_image), str(fits_image), '--out',
+                   str(tmp_path / 'out'), '--weight', str(fits_image)],
+                  tiny_model_path)
+    assert status == 2
+    assert '--weight-suffix' in capsys.readouterr().err
+    status = _run([str(fits_image), '--catalog', str(tmp_path / 'c.ecsv'),
+                   '--weight-suffix', 'ooi=oow'], tiny_model_path)
+    assert status == 2
+    assert 'batch-mode rules' in capsys.readouterr().err

@@ -72,7 +72,9 @@ class TestParameters:
 
     @pytest.mark.parametrize(('kwargs', 'error', 'match'), [
         ({'threshold': 1.2}, ValueError, r'threshold must be a number in \[0.0, 1.0\], got 1.2'),
-        ({'threshold': 'high'}, TypeError, 'threshold must be a number'),
+        ({'threshold': 'high'}, ValueError,
+         "threshold 'high' is not an operating point of the model"),
+        ({'threshold': [0.5]}, TypeError, 'threshold must be a number'),
         ({'n_pixels': 0}, ValueError, 'n_pixels must be an integer >= 1, got 0'),
         ({'n_pixels': 2.5}, TypeError, 'n_pixels must be an integer'),
         ({'connectivity': 6}, ValueError, 'connectivity must be one of 4, 8; got 6'),
@@ -97,6 +99,48 @@ class TestParameters:
                                        backend='onnxruntime', device='cuda')
         with pytest.raises(ValueError, match='onnxruntime-gpu'):
             _ = finder.backend_name
+
+
+class TestModelDefaults:
+    """The finder's defaults come from the model file's metadata."""
+
+    @pytest.fixture(scope='class')
+    def calibrated(self, tiny_model_path):
+        from astro_deepcolor.model import LoadedModel, load_model
+
+        plain = load_model(tiny_model_path)
+        config = plain.config.replace(
+            default_threshold=0.7, footprint_threshold=0.45,
+            operating_points={'5%': 0.7, '1%': 0.9},
+            default_operating_point='5%')
+        return LoadedModel(plain.path, plain.onnx_bytes, config)
+
+    def test_defaults_from_metadata(self, calibrated):
+        finder = DeepColorSegmentation(model=calibrated)
+        assert finder.threshold == 0.7
+        assert finder.footprint_threshold == 0.45
+        assert finder.operating_point is None
+
+    def test_operating_point_by_name(self, calibrated, image):
+        finder = DeepColorSegmentation('1%', model=calibrated, tile_shape=256)
+        assert finder.threshold == 0.9
+        assert finder.operating_point == '1%'
+        explicit = DeepColorSegmentation(0.9, model=calibrated, tile_shape=256)
+        assert_array_equal(finder(image).data, explicit(image).data)
+        probs = finder.predict(image)
+        assert_array_equal(finder.segment(probs, threshold='5%').data,
+                           finder.segment(probs, threshold=0.7).data)
+
+    def test_unknown_name_lists_the_names(self, calibrated):
+        with pytest.raises(ValueError, match=r"'10%' is not an operating "
+                           r"point.*'1%', '5%'"):
+            DeepColorSegmentation('10%', model=calibrated)
+
+    def test_explicit_settings_win(self, calibrated):
+        finder = DeepColorSegmentation(0.6, model=calibrated,
+                                       footprint_threshold=None)
+        assert finder.threshold == 0.6
+        assert finder.footprint_threshold is None
 
 
 class TestTiling:
@@ -270,6 +314,27 @@ class TestBackends:
         ort = OnnxRuntimeBackend(finder.model).run(x)
         torch = TorchBackend(finder.model).run(x)
         assert_allclose(torch, ort, atol=1e-5)
+
+    def test_torch_builds_the_unet_of_the_stored_config(self, tiny_model_path):
+        """The shipped file's folded BatchNorm biases load by name; a file
+        whose weights do not fit its configuration is refused."""
+        pytest.importorskip('torch')
+        from astro_deepcolor.model import LoadedModel, load_model
+        from astro_deepcolor.model.unet import UNet
+
+        shipped = load_model()
+        backend = TorchBackend(shipped)
+        assert isinstance(backend._module, UNet)
+        assert backend._module.config == shipped.config
+        x = np.random.default_rng(3).normal(0, 3, (1, 1, 64, 64)).astype('f4')
+        assert_allclose(backend.run(x), OnnxRuntimeBackend(shipped).run(x),
+                        atol=1e-5)
+        tiny = load_model(tiny_model_path)
+        wrong = LoadedModel(tiny.path, tiny.onnx_bytes,
+                            tiny.config.replace(width=8))
+        with pytest.raises(ModelError, match='weights do not match its '
+                           'configuration'):
+            TorchBackend(wrong)
 
     def test_torch_backend_end_to_end(self, tiny_model_path, finder, image):
         pytest.importorskip('torch')

@@ -8,10 +8,13 @@ Survey-scale detection: many FITS files, many HDUs, huge mosaics, on Dask.
   `Manifest` and atomic outputs.
 * `detect_mosaic`: one image too large for memory, as a dask array,
   detected chunk by chunk with the labels stitched exactly across chunks.
-* `run_cli`: the ``astro-deepcolor detect INPUT... --out DIR`` mode.
+
+Every image goes through `astro_deepcolor.pipeline.detect_image`, the
+per-image pipeline of the ``detect`` command (whose batch mode,
+``astro-deepcolor detect INPUT... --out DIR``, maps its options onto
+`BatchDetector`).
 """
 
-from .cli import run_cli
 from .inputs import (
     FITS_SUFFIXES,
     ImageHDU,
@@ -25,9 +28,8 @@ from .mosaic import detect_mosaic, mosaic_background, stitch_labels
 from .runner import (
     BatchDetector,
     BatchResult,
-    DetectSettings,
+    ImageOptions,
     detect_batch,
-    get_finder,
     make_client,
     write_merged_catalog,
 )
@@ -38,18 +40,16 @@ __all__ = [
     'STATUSES',
     'BatchDetector',
     'BatchResult',
-    'DetectSettings',
     'ImageHDU',
+    'ImageOptions',
     'Manifest',
     'detect_batch',
     'detect_mosaic',
     'expand_inputs',
-    'get_finder',
     'make_client',
     'mosaic_background',
     'output_stems',
     'read_image_hdu',
-    'run_cli',
     'scan_image_hdus',
     'stitch_labels',
     'write_merged_catalog',

@@ -283,7 +283,9 @@ def read_image_hdu(path, index):
         The image as native-endian float32 (BSCALE/BZERO applied; blank
         integer pixels become NaN).
     header : `~astropy.io.fits.Header`
-        The HDU header (for a tile-compressed HDU, the image header).
+        The HDU header (for a tile-compressed HDU, the image header), with
+        the primary header's keywords when it inherits them
+        (`~astro_deepcolor.pipeline.merged_header`).
 
     Raises
     ------
@@ -294,10 +296,12 @@ def read_image_hdu(path, index):
     """
     from astropy.io import fits
 
+    from astro_deepcolor.pipeline import merged_header
+
     with fits.open(os.fspath(path), memmap=False) as hdul:
         hdu = hdul[index]
         data = hdu.data
-        header = hdu.header.copy()
+        header = merged_header(hdul, index)
     if data is None:
         msg = f'HDU {index} of {os.fspath(path)!r} has no image data'
         raise ValueError(msg)

@@ -28,46 +28,27 @@ import math
 
 import numpy as np
 
-from astro_deepcolor.postprocessing import detection_levels, fold_groups
+from astro_deepcolor.postprocessing import (
+    _colour_components,
+    _pairs,
+    _structure,
+    detection_levels,
+    fold_groups,
+)
 from astro_deepcolor.utils._parameters import check_choice, check_positive_int
 
 __all__ = ['detect_mosaic', 'mosaic_background', 'stitch_labels']
-
-
-def _structure(connectivity):
-    from scipy.ndimage import generate_binary_structure
-
-    return generate_binary_structure(2, 1 if connectivity == 4 else 2)
 
 
 def _label_colours(colour, connectivity):
     """
     Connected components of each colour of a block.
 
-    Numbered like `astro_deepcolor.postprocessing.label_sources` numbers
-    them: colour by colour (ascending), raster order within a colour.
+    The in-memory core's own labelling
+    (`astro_deepcolor.postprocessing`), so pieces are numbered the same:
+    colour by colour (ascending), raster order within a colour.
     """
-    from scipy.ndimage import label
-
-    colour = np.asarray(colour)
-    comp = np.zeros(colour.shape, dtype=np.int32)
-    structure = _structure(connectivity)
-    offset = 0
-    counts = np.bincount(colour.ravel(), minlength=256)
-    for value in np.flatnonzero(counts[1:]) + 1:
-        sel = colour == value
-        lab, n = label(sel, structure=structure)
-        comp[sel] = lab[sel] + offset
-        offset += n
-    return comp, offset
-
-
-def _pairs(a, b):
-    """Unordered pairs (lo, hi) of different non-zero labels facing."""
-    sel = (a != b) & (a > 0) & (b > 0)
-    lo = np.minimum(a[sel], b[sel]).astype(np.int64)
-    hi = np.maximum(a[sel], b[sel]).astype(np.int64)
-    return lo, hi
+    return _colour_components(np.asarray(colour), _structure(connectivity))
 
 
 #: Bit of the mosaic colour map that marks pixels at or above the detection
@@ -521,7 +502,8 @@ def _chunk_multiple(finder):
     return box * mult // math.gcd(box, mult)
 
 
-def detect_mosaic(image, finder=None, *, mask=None, chunks=2048, client=None):
+def detect_mosaic(image, finder=None, *, mask=None, weight=None,
+                  weight_type='weight', chunks=2048, client=None):
     """
     Detect sources in a huge image, chunk by chunk, with exact stitching.
 
@@ -535,6 +517,12 @@ def detect_mosaic(image, finder=None, *, mask=None, chunks=2048, client=None):
         is pickled to the workers, each of which builds its own session.
     mask : 2D array-like of bool, optional
         True for pixels to ignore; same shape as ``image``.
+    weight : 2D `dask.array.Array` or array-like, optional
+        Weight map, as for `~astro_deepcolor.pipeline.detect_image`: it
+        sets the noise that normalises the network input; zero weight is
+        masked.
+    weight_type : {'weight', 'variance', 'rms'}, optional
+        What ``weight`` holds.
     chunks : int, optional
         Chunk side, rounded up to a multiple of the model's background
         mesh and tile multiple (the image is rechunked to it). Memory per
@@ -586,10 +574,28 @@ def detect_mosaic(image, finder=None, *, mask=None, chunks=2048, client=None):
                    f'{mask.shape!r}')
             raise ValueError(msg)
         bad = bad | mask.astype(bool).rechunk(image.chunks)
+    error = None
+    if weight is not None:
+        from astro_deepcolor.pipeline import WEIGHT_TYPES, _sigma
+
+        check_choice(weight_type, 'weight_type', WEIGHT_TYPES)
+        if not isinstance(weight, da.Array):
+            weight = da.from_array(np.asarray(weight), chunks=chunks)
+        if weight.shape != image.shape:
+            msg = (f'weight must have the image shape {image.shape!r}, got '
+                   f'{weight.shape!r}')
+            raise ValueError(msg)
+        error = da.map_blocks(_sigma, weight.rechunk(image.chunks),
+                              weight_type, dtype=np.float32)
+        valid = da.isfinite(error) & (error > 0)
+        bad = bad | ~valid
+        error = da.where(valid, error, np.float32(1))
     bad = client.persist(bad) if client is not None else bad.persist()
     background, rms = mosaic_background(
         image, bad, box_size=finder.config.background_box,
         filter_size=finder.config.background_filter, client=client)
+    if error is not None:
+        rms = error
     colour = da.map_overlap(
         _colour_block, image, bad, background, rms, depth=margin,
         boundary='none', trim=True, dtype=np.uint8, finder=finder,

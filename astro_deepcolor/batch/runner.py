@@ -11,10 +11,14 @@ system with ``dask-jobqueue``).
 
 The work is split in two kinds of small tasks. A *scan* task opens one
 file and lists its HDUs (headers only); a *detect* task reads one image
-HDU, runs the detector, writes the per-image catalogue (and segmentation)
-atomically and returns a few numbers. The model is loaded once per worker
-process (a module-level cache keyed by the detection settings), so GPU
-workers keep their session, and its weights, on the device between tasks.
+HDU (and its weight and mask files, found by a naming rule), runs the
+one per-image pipeline, `astro_deepcolor.pipeline.detect_image`, with the
+run's finder, writes the per-image catalogue (and segmentation) atomically
+and returns a few numbers. The finder is sent to every worker once (Dask
+``scatter``) and builds its network session on first use, so a worker
+keeps one session, and a GPU worker its weights on the device, between
+tasks. The catalogues have the same columns and rows as the ``detect``
+command gives for one file.
 The process that drives the run is the only one that writes the
 `~astro_deepcolor.batch.Manifest`; the merged catalogue is built from the
 per-image catalogues listed as done in the manifest, so a task that ran
@@ -22,17 +26,16 @@ twice (its worker was killed after writing) is counted once.
 """
 
 import contextlib
+import copy
 import dataclasses
 import fcntl
 import logging
 import os
 import socket
 import sys
-import threading
 import time
 import uuid
 import warnings
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -47,12 +50,11 @@ from astro_deepcolor.batch.manifest import FILE_ROW, Manifest
 from astro_deepcolor.utils._io import atomic_path
 from astro_deepcolor.utils._parameters import (
     check_choice,
-    check_fraction,
     check_positive_int,
 )
 
-__all__ = ['BatchDetector', 'BatchResult', 'DetectSettings', 'detect_batch',
-           'get_finder', 'make_client', 'write_merged_catalog']
+__all__ = ['BatchDetector', 'BatchResult', 'ImageOptions', 'detect_batch',
+           'make_client', 'write_merged_catalog']
 
 _log = logging.getLogger(__name__)
 
@@ -63,143 +65,96 @@ CATALOG_FORMATS = {'fits': '.fits', 'ecsv': '.ecsv'}
 
 
 @dataclasses.dataclass(frozen=True)
-class DetectSettings:
+class ImageOptions:
     """
-    The per-image detection settings sent to every worker.
-
-    Frozen and hashable: it is the key of the per-worker model cache, so
-    that a worker builds one `~astro_deepcolor.DeepColorSegmentation` (and
-    one onnxruntime session) per distinct setting, however many tasks it
-    runs.
+    How each image's companion files and photometry are found.
 
     Attributes
     ----------
-    threshold : float
-        Detection probability threshold in [0, 1].
-    n_pixels : int
-        Minimum number of connected pixels of a source.
-    footprint_threshold : float or None
-        Footprint level (see `~astro_deepcolor.DeepColorSegmentation`).
-    connectivity : {4, 8}
-        Pixel connectivity of a source.
-    model : str or None
-        ONNX model file; None for the shipped default.
-    backend : str
-        onnxruntime backend (``'auto'``, ``'cpu'``, ``'cuda'``, ...).
-    device : str
-        Device selection passed to the finder.
-    batch_size : int or None
-        Tiles per network call (None: the finder's default). On a GPU,
-        raise it until the device is busy: a 2k x 4k CCD in 512 x 512
-        tiles is 32 tiles.
-    tile_shape : int or None
-        Network tile side in pixels (None: the finder's default).
-    n_threads : int or None
-        CPU threads of each worker's network (None: all cores). A local
-        cluster sets it to ``threads_per_worker`` so that its workers do
-        not oversubscribe the machine.
+    weight_suffix : str or None
+        Naming rule of the weight file of an image (see
+        `~astro_deepcolor.pipeline.derive_path`: ``'ooi=oow'`` or a suffix
+        such as ``'.weight'``); None: no weight map.
+    weight_type : {'weight', 'variance', 'rms'}
+        What the weight files hold.
+    mask_suffix : str or None
+        Naming rule of the mask file of an image (non-zero = bad pixel,
+        e.g. ``'ooi=ood'`` for DECam data-quality files).
+    mask : str or None
+        One mask file (``FILE[HDU]``) for every image, e.g. a detector's
+        bad-column map.
+    zeropoint : float or None
+        Photometric zero point of every image (default: each header's).
     segmentation : bool
         Whether to write the segmentation image of every HDU.
     catalog_format : {'fits', 'ecsv'}
         Format of the per-image catalogues.
     """
 
-    threshold: float = 0.5
-    n_pixels: int = 5
-    footprint_threshold: float | None = 0.8
-    connectivity: int = 8
-    model: str | None = None
-    backend: str = 'auto'
-    device: str = 'auto'
-    batch_size: int | None = None
-    tile_shape: int | None = None
-    n_threads: int | None = None
+    weight_suffix: str | None = None
+    weight_type: str = 'weight'
+    mask_suffix: str | None = None
+    mask: str | None = None
+    zeropoint: float | None = None
     segmentation: bool = False
     catalog_format: str = 'fits'
 
     def __post_init__(self):
-        check_fraction(self.threshold, 'threshold')
-        check_positive_int(self.n_pixels, 'n_pixels')
-        if self.footprint_threshold is not None:
-            check_fraction(self.footprint_threshold, 'footprint_threshold')
-        check_choice(self.connectivity, 'connectivity', (4, 8))
-        check_choice(self.catalog_format, 'catalog_format', CATALOG_FORMATS)
-        if self.batch_size is not None:
-            check_positive_int(self.batch_size, 'batch_size')
-        if self.tile_shape is not None:
-            check_positive_int(self.tile_shape, 'tile_shape')
-        if self.n_threads is not None:
-            check_positive_int(self.n_threads, 'n_threads')
-        if self.model is not None:
-            object.__setattr__(self, 'model', os.path.abspath(self.model))
+        from astro_deepcolor.pipeline import WEIGHT_TYPES
 
-    def finder_kwargs(self):
+        check_choice(self.weight_type, 'weight_type', WEIGHT_TYPES)
+        check_choice(self.catalog_format, 'catalog_format', CATALOG_FORMATS)
+        for name in ('weight_suffix', 'mask_suffix'):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                msg = f'{name} must be a non-empty string, got {value!r}'
+                raise ValueError(msg)
+        if self.mask is not None:
+            object.__setattr__(self, 'mask', os.path.abspath(self.mask))
+        if self.zeropoint is not None:
+            zp = float(self.zeropoint)
+            if not np.isfinite(zp):
+                msg = f'zeropoint must be a finite number, got {self.zeropoint!r}'
+                raise ValueError(msg)
+            object.__setattr__(self, 'zeropoint', zp)
+
+    def companions(self, path, index, shape):
         """
-        Keyword arguments of `~astro_deepcolor.DeepColorSegmentation`.
+        Read the weight map and mask of one image HDU.
+
+        Parameters
+        ----------
+        path : str
+            The image file.
+        index : int
+            The image's HDU index (the companions' HDU when they have it).
+        shape : tuple of 2 int
+            The image shape.
 
         Returns
         -------
-        kwargs : dict
-            The finder settings.
+        weight, mask : 2D `~numpy.ndarray` or None
+            The weight map and the bad-pixel mask.
         """
-        kwargs = {'threshold': self.threshold, 'n_pixels': self.n_pixels,
-                  'footprint_threshold': self.footprint_threshold,
-                  'connectivity': self.connectivity, 'model': self.model,
-                  'backend': self.backend, 'device': self.device}
-        if self.batch_size is not None:
-            kwargs['batch_size'] = self.batch_size
-        if self.tile_shape is not None:
-            kwargs['tile_shape'] = self.tile_shape
-        if self.n_threads is not None:
-            kwargs['n_threads'] = self.n_threads
-        return kwargs
+        from astro_deepcolor.pipeline import derive_path, read_fits_map
+
+        weight = mask = None
+        if self.weight_suffix is not None:
+            weight = read_fits_map(derive_path(path, self.weight_suffix),
+                                   shape, option='weight', hdu=index)
+        masks = []
+        if self.mask_suffix is not None:
+            masks.append(read_fits_map(derive_path(path, self.mask_suffix),
+                                       shape, option='mask', hdu=index))
+        if self.mask is not None:
+            masks.append(read_fits_map(self.mask, shape, option='--mask'))
+        for m in masks:
+            m = np.asarray(m) != 0
+            mask = m if mask is None else mask | m
+        return weight, mask
 
 
 # -- worker side ----------------------------------------------------------
-
-_FINDERS = {}
-_FINDER_LOCK = threading.Lock()
-#: How many finders this process has built, per settings (for tests and
-#: for checking that the model is loaded once per worker).
-FINDER_LOADS = Counter()
-
-
-def get_finder(settings):
-    """
-    Return this process's `~astro_deepcolor.DeepColorSegmentation`.
-
-    The finder (and its onnxruntime session) is built on first use and
-    kept for the life of the worker process, so the model file is read
-    once per worker, not once per task.
-
-    Parameters
-    ----------
-    settings : `DetectSettings`
-        The detection settings (the cache key).
-
-    Returns
-    -------
-    finder : `~astro_deepcolor.DeepColorSegmentation`
-        The cached finder.
-    """
-    with _FINDER_LOCK:
-        finder = _FINDERS.get(settings)
-        if finder is None:
-            from astro_deepcolor.inference import DeepColorSegmentation
-
-            kwargs = settings.finder_kwargs()
-            if 'n_threads' not in kwargs:
-                # On a Dask worker (e.g. --scheduler ADDRESS), run the
-                # network on the worker's own thread count rather than on
-                # every core of the node, which its neighbours share.
-                nthreads = _dask_worker_threads()
-                if nthreads is not None:
-                    kwargs['n_threads'] = nthreads
-            finder = DeepColorSegmentation(**kwargs)
-            _FINDERS[settings] = finder
-            FINDER_LOADS[settings] += 1
-    return finder
-
 
 def _dask_worker_threads():
     """Thread count of the Dask worker running this task, else None."""
@@ -215,137 +170,19 @@ def _worker_id():
     return f'{socket.gethostname()}:{os.getpid()}'
 
 
-def _celestial_wcs(header):
-    from astropy.wcs import WCS, FITSFixedWarning
-
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', FITSFixedWarning)
-        try:
-            wcs = WCS(header)
-        except Exception:  # a broken WCS must not lose the detections
-            return None
-    return wcs.celestial if wcs.has_celestial else None
-
-
-def _photutils_catalog(data, segm, mask, wcs):
-    from photutils.segmentation import SourceCatalog
-
-    from astro_deepcolor.preprocessing import estimate_background
-
-    background, rms = estimate_background(data, mask)
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', RuntimeWarning)
-        cat = SourceCatalog(data - background, segm, error=rms, mask=mask,
-                            wcs=wcs)
-        return cat.to_table()
-
-
-def _empty_catalog():
-    from astropy.table import QTable
-
-    table = QTable()
-    table['label'] = np.zeros(0, dtype=np.int32)
-    table['x_centroid'] = np.zeros(0)
-    table['y_centroid'] = np.zeros(0)
-    return table
-
-
-def _centroid_columns(table):
-    # photutils >= 3 names them x_centroid/y_centroid (xcentroid before)
-    for x, y in (('x_centroid', 'y_centroid'), ('xcentroid', 'ycentroid'),
-                 ('x', 'y')):
-        if x in table.colnames and y in table.colnames:
-            return x, y
-    msg = f'catalogue has no centroid columns: {table.colnames}'
-    raise ValueError(msg)
-
-
-def _detect_hdu(data, header, settings, detector=None):
-    """
-    Detect the sources of one image and make its catalogue.
-
-    Parameters
-    ----------
-    data : 2D `~numpy.ndarray`
-        The image.
-    header : `~astropy.io.fits.Header`
-        Its header (the celestial WCS, if any, gives sky coordinates).
-    settings : `DetectSettings`
-        Detection settings; used when ``detector`` is None.
-    detector : callable, optional
-        ``detector(data, mask=None)`` returning a
-        `~photutils.segmentation.SegmentationImage` (or None), or a tuple
-        ``(segm, table)``. None uses the deep-coloring finder.
-
-    Returns
-    -------
-    table : `~astropy.table.QTable`
-        One row per source with ``label``, ``xcentroid``, ``ycentroid``
-        (0-based pixels), ``ra``, ``dec`` (deg, NaN without a celestial
-        WCS) and the finder's catalogue columns.
-    segm : `~photutils.segmentation.SegmentationImage` or None
-        The segmentation (None if nothing was detected).
-    """
-    import astropy.units as u
-    from astropy.table import QTable
-    from photutils.utils.exceptions import NoDetectionsWarning
-
-    mask = ~np.isfinite(data)
-    if not mask.any():
-        mask = None
-    wcs = _celestial_wcs(header)
-    table = None
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', NoDetectionsWarning)
-        if detector is None:
-            finder = get_finder(settings)
-            segm = finder(data, mask=mask)
-            if segm is not None:
-                table = finder.catalog(data, segm, wcs=wcs)
-        else:
-            out = detector(data, mask=mask)
-            segm, table = out if isinstance(out, tuple) else (out, None)
-            if segm is not None and table is None:
-                table = _photutils_catalog(data, segm, mask, wcs)
-    if segm is None or table is None or len(table) == 0:
-        table = _empty_catalog()
-    # a plain QTable: no deprecated-name mapping, and our own meta
-    table = QTable(table, copy=False)
-    xcol, ycol = _centroid_columns(table)
-    x = np.asarray(table[xcol], dtype=float)
-    y = np.asarray(table[ycol], dtype=float)
-    if wcs is not None and len(table):
-        ra, dec = wcs.pixel_to_world_values(x, y)
-    else:
-        ra = dec = np.full(len(table), np.nan)
-    table['ra'] = np.asarray(ra, dtype=float) * u.deg
-    table['dec'] = np.asarray(dec, dtype=float) * u.deg
-    return table, segm
-
-
 def _write_segmentation(path, segm, shape, header, meta):
     from astropy.io import fits
 
     data = (np.zeros(shape, dtype=np.int32) if segm is None
             else np.asarray(segm.data, dtype=np.int32))
-    wcs = _celestial_wcs(header)
+    from astro_deepcolor.pipeline import celestial_wcs
+
+    wcs = celestial_wcs(header)
     out = fits.Header() if wcs is None else wcs.to_header(relax=True)
     for key, value in meta.items():
         out[key] = value
     with atomic_path(path, overwrite=True, name='segmentation') as tmp:
         fits.PrimaryHDU(data=data, header=out).writeto(tmp)
-
-
-def _write_catalog(path, table, meta):
-    fmt = 'fits' if str(path).endswith('.fits') else 'ascii.ecsv'
-    if fmt == 'fits':
-        # FITS headers take short scalar keywords only; the rest would
-        # only produce warnings (HIERARCH cards, skipped dicts).
-        table.meta = {k: v for k, v in table.meta.items()
-                      if len(k) <= 8 and isinstance(v, (str, int, float))}
-    table.meta.update(meta)
-    with atomic_path(path, overwrite=True, name='catalogue') as tmp:
-        table.write(tmp, format=fmt)
 
 
 def _scan_task(path):
@@ -363,24 +200,42 @@ def _scan_task(path):
     return out
 
 
-def _detect_task(path, index, catalog, segmentation, settings, detector):
+def _detect_task(path, index, catalog, segmentation, finder, options):
     """
     Worker task: detect one HDU, write its outputs, return a summary.
 
     Exceptions are caught and returned as a ``failed`` summary so that one
     bad HDU never stops the run (and does not fill the worker logs).
     """
+    from photutils.utils.exceptions import NoDetectionsWarning
+
+    from astro_deepcolor.inference import DeepColorSegmentation
+    from astro_deepcolor.pipeline import detect_image, write_catalog
+
     t0 = time.time()
     summary = {'started': t0, 'worker': _worker_id(), 'npix': 0}
     try:
+        if (isinstance(finder, DeepColorSegmentation)
+                and finder.n_threads is None
+                and '_runner' not in finder.__dict__):
+            # On a Dask worker (e.g. --scheduler ADDRESS), run the
+            # network on the worker's own thread count rather than on
+            # every core of the node, which its neighbours share.
+            finder.n_threads = _dask_worker_threads()
         data, header = read_image_hdu(path, index)
         summary['npix'] = int(data.size)
-        table, segm = _detect_hdu(data, header, settings, detector)
+        weight, mask = options.companions(path, index, data.shape)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', NoDetectionsWarning)
+            segm, table = detect_image(
+                finder, data, header, mask=mask, weight=weight,
+                weight_type=options.weight_type,
+                zeropoint=options.zeropoint)
         meta = {'ORIGFILE': os.path.basename(path), 'ORIGHDU': int(index),
                 'EXTNAME': str(header.get('EXTNAME', ''))}
         if segmentation:
             _write_segmentation(segmentation, segm, data.shape, header, meta)
-        _write_catalog(catalog, table, meta)
+        write_catalog(table, catalog, overwrite=True, meta=meta)
         summary.update(status='done', n_sources=len(table), error='')
     except Exception as exc:  # recorded in the manifest, run goes on
         summary.update(status='failed', n_sources=None,
@@ -536,22 +391,12 @@ class BatchDetector:
 
     Parameters
     ----------
-    threshold : float, optional
-        Detection probability threshold in [0, 1].
-    n_pixels : int, optional
-        Minimum number of connected pixels of a source.
-    footprint_threshold : float or None, optional
-        Footprint level (see `~astro_deepcolor.DeepColorSegmentation`).
-    model : str or `~pathlib.Path`, optional
-        ONNX model file; None for the shipped default.
-    connectivity : {4, 8}, optional
-        Pixel connectivity.
-    backend, device : str, optional
-        Passed to `~astro_deepcolor.DeepColorSegmentation`.
-    batch_size : int, optional
-        Tiles per network call on the workers.
-    tile_shape : int, optional
-        Network tile side on the workers.
+    finder : `~astro_deepcolor.DeepColorSegmentation`, optional
+        The configured finder: the one carrier of the detection settings
+        (model, thresholds, footprint level, ``n_pixels``, backend,
+        tiles). Default: ``DeepColorSegmentation()``, the shipped model at
+        its calibrated defaults. It is sent once to every worker, which
+        builds its own network session on first use.
     detector : callable, optional
         Any detector to run instead of the deep-coloring network:
         ``detector(data, mask=None)`` returning a
@@ -559,12 +404,25 @@ class BatchDetector:
         ``(segm, table)``. It is pickled to the workers, so it must be
         picklable (a module-level function, a `functools.partial`, or an
         object such as the detectors in `astro_deepcolor.baselines`
-        wrapped to that signature). Without a table, the catalogue is made
-        with `~photutils.segmentation.SourceCatalog` on the
-        background-subtracted image.
+        wrapped to that signature). Its segmentation is measured like the
+        finder's (`~astro_deepcolor.pipeline.detect_image`) unless it
+        returns its own table.
     hdu : int or str, optional
         Process only this HDU (index or EXTNAME) of each file; by default
         every image HDU.
+    weight_suffix : str, optional
+        Naming rule of each image's weight file (see `ImageOptions`):
+        ``'ooi=oow'`` runs a directory of DECam ``ooi``/``oow`` pairs.
+    weight_type : {'weight', 'variance', 'rms'}, optional
+        What the weight files hold (inverse variance by default).
+    mask_suffix : str, optional
+        Naming rule of each image's mask file (non-zero = bad), e.g.
+        ``'ooi=ood'``.
+    mask : str, optional
+        One mask file (``FILE[HDU]``) applied to every image.
+    zeropoint : float, optional
+        Photometric zero point (default: each image header's
+        ``MAGZERO``/``MAGZPT``; no magnitudes without one).
     segmentation : bool, optional
         Also write one segmentation FITS image per HDU.
     catalog_format : {'fits', 'ecsv'}, optional
@@ -577,7 +435,8 @@ class BatchDetector:
     n_workers : int, optional
         Local workers (default: one per core).
     threads_per_worker : int, optional
-        Threads per local worker.
+        Threads per local worker (and of each worker's network, unless
+        the finder sets ``n_threads``).
     dashboard_address : str, optional
         Dashboard address of the local cluster.
     overwrite : bool, optional
@@ -592,36 +451,54 @@ class BatchDetector:
 
     Examples
     --------
+    >>> from astro_deepcolor import DeepColorSegmentation
     >>> from astro_deepcolor.batch import BatchDetector
-    >>> batch = BatchDetector(threshold=0.5, n_pixels=5)  # doctest: +SKIP
-    >>> result = batch(['night1/*.fits.fz'], 'out/night1')  # doctest: +SKIP
+    >>> finder = DeepColorSegmentation('5%')  # doctest: +SKIP
+    >>> batch = BatchDetector(finder, weight_suffix='ooi=oow',
+    ...                       mask_suffix='ooi=ood')  # doctest: +SKIP
+    >>> result = batch(['night1/*_ooi_*.fits.fz'], 'out/night1')  # doctest: +SKIP
     >>> result.catalog  # doctest: +SKIP
     PosixPath('out/night1/catalog.fits')
     """
 
-    def __init__(self, threshold=0.5, n_pixels=5, *, model=None,
-                 footprint_threshold=0.8, connectivity=8, backend='auto', device='auto',
-                 batch_size=None, tile_shape=None, detector=None, hdu=None,
-                 segmentation=False,
+    def __init__(self, finder=None, *, detector=None, hdu=None,
+                 weight_suffix=None, weight_type='weight', mask_suffix=None,
+                 mask=None, zeropoint=None, segmentation=False,
                  catalog_format='fits', merged_format='fits', scheduler=None,
                  n_workers=None, threads_per_worker=1,
                  dashboard_address=':8787', overwrite=False,
                  progress_bar=False, callback=None):
-        self.settings = DetectSettings(
-            threshold=threshold, n_pixels=n_pixels, connectivity=connectivity,
-            footprint_threshold=footprint_threshold,
-            model=None if model is None else os.fspath(model),
-            backend=backend, device=device, batch_size=batch_size,
-            tile_shape=tile_shape,
-            # A local cluster runs n_workers x threads_per_worker on this
-            # machine: give each worker's network that many threads.
-            n_threads=(check_positive_int(threads_per_worker, 'threads_per_worker')
-                       if scheduler is None else None),
-            segmentation=bool(segmentation), catalog_format=catalog_format)
+        from astro_deepcolor.inference import DeepColorSegmentation
+
         if detector is not None and not callable(detector):
             msg = f'detector must be callable, got {detector!r}'
             raise TypeError(msg)
+        if finder is not None and not isinstance(finder, DeepColorSegmentation):
+            msg = ('finder must be a DeepColorSegmentation (use detector= for '
+                   f'other detectors), got {type(finder).__name__}')
+            raise TypeError(msg)
+        if finder is not None and detector is not None:
+            msg = 'give finder or detector, not both'
+            raise ValueError(msg)
+        self.threads_per_worker = check_positive_int(threads_per_worker,
+                                                     'threads_per_worker')
+        if detector is None:
+            if finder is None:
+                finder = DeepColorSegmentation()
+            if scheduler is None and finder.n_threads is None:
+                # A local cluster runs n_workers x threads_per_worker on
+                # this machine: give each worker's network that many.
+                finder = copy.copy(finder)
+                finder.__dict__.pop('_runner', None)
+                finder.n_threads = self.threads_per_worker
+        self.finder = finder
         self.detector = detector
+        self.options = ImageOptions(
+            weight_suffix=weight_suffix, weight_type=weight_type,
+            mask_suffix=mask_suffix,
+            mask=None if mask is None else os.fspath(mask),
+            zeropoint=zeropoint, segmentation=bool(segmentation),
+            catalog_format=catalog_format)
         if hdu is not None and (isinstance(hdu, bool)
                                 or not isinstance(hdu, (int, str))):
             msg = f'hdu must be None, an HDU index or an EXTNAME, got {hdu!r}'
@@ -633,8 +510,6 @@ class BatchDetector:
         if n_workers is not None:
             check_positive_int(n_workers, 'n_workers')
         self.n_workers = n_workers
-        self.threads_per_worker = check_positive_int(threads_per_worker,
-                                                     'threads_per_worker')
         self.dashboard_address = dashboard_address
         self.overwrite = bool(overwrite)
         self.progress_bar = bool(progress_bar)
@@ -644,13 +519,17 @@ class BatchDetector:
         self.callback = callback
 
     def _settings_record(self):
-        record = dataclasses.asdict(self.settings)
-        record.pop('n_threads')  # speed only: a resume may change it
+        """What determines the outputs (stored in the manifest)."""
+        record = dataclasses.asdict(self.options)
         if self.detector is not None:
             record['detector'] = repr(self.detector)
-            for key in ('model', 'backend', 'device', 'batch_size',
-                        'tile_shape'):
-                record.pop(key)
+        else:
+            f = self.finder
+            record.update(threshold=f.threshold, n_pixels=f.n_pixels,
+                          footprint_threshold=f.footprint_threshold,
+                          connectivity=f.connectivity,
+                          merge_fraction=f.merge_fraction,
+                          model=str(f.model.path))
         record['merged_format'] = self.merged_format
         record['hdu'] = self.hdu
         return record
@@ -675,10 +554,10 @@ class BatchDetector:
             segmentation images are not written).
         """
         name = f'{stem}.hdu{index:03d}'
-        suffix = CATALOG_FORMATS[self.settings.catalog_format]
+        suffix = CATALOG_FORMATS[self.options.catalog_format]
         catalog = Path(out_dir) / 'catalogs' / f'{name}.cat{suffix}'
         segm = ''
-        if self.settings.segmentation:
+        if self.options.segmentation:
             segm = str(Path(out_dir) / 'segmentation' / f'{name}.segm.fits')
         return str(catalog), segm
 
@@ -741,6 +620,12 @@ class BatchDetector:
         from tqdm.auto import tqdm
 
         stems = output_stems(paths)
+        worker_finder = self.detector
+        if worker_finder is None:
+            # sent once: each worker keeps one finder (and one network
+            # session) for all its tasks
+            worker_finder = client.scatter(self.finder, broadcast=True,
+                                           hash=False)
         ac = as_completed()
         futures = {}
         pbar = tqdm(total=0, unit='image', disable=not self.progress_bar,
@@ -766,8 +651,8 @@ class BatchDetector:
                                 segmentation=segm)
                 manifest.mark_running(path, index)
                 fut = client.submit(
-                    _detect_task, path, index, catalog, segm, self.settings,
-                    self.detector, pure=False, priority=0,
+                    _detect_task, path, index, catalog, segm, worker_finder,
+                    self.options, pure=False, priority=0,
                     key=f'detect-{stems[path]}-{index}-{token}')
                 futures[fut.key] = (fut, 'detect', path, index)
                 ac.add(fut)
@@ -894,6 +779,7 @@ def write_merged_catalog(manifest, paths, path):
     n_sources : int
         Rows written.
     """
+    import astropy.units as u
     from astropy.coordinates import SkyCoord
     from astropy.table import QTable, vstack
 
@@ -908,7 +794,13 @@ def write_merged_catalog(manifest, paths, path):
             continue
         for name in list(table.colnames):
             if isinstance(table[name], SkyCoord):
-                del table[name]  # ra and dec columns carry it
+                # plain ra/dec columns: images without a celestial WCS
+                # (no sky_centroid) merge with the others
+                sky = table[name].icrs
+                index = table.colnames.index(name)
+                del table[name]
+                table.add_column(sky.ra.to(u.deg), name='ra', index=index)
+                table.add_column(sky.dec.to(u.deg), name='dec', index=index + 1)
         table.meta.clear()
         table.add_column(np.full(len(table), row['file']), name='file',
                          index=0)
@@ -923,7 +815,7 @@ def write_merged_catalog(manifest, paths, path):
             merged = vstack(tables, join_type='outer',
                             metadata_conflicts='silent')
     else:
-        merged = _empty_catalog()
+        merged = QTable({'label': np.zeros(0, dtype=np.int32)})
         merged.add_column(np.zeros(0, dtype=str), name='file', index=0)
         merged.add_column(np.zeros(0, dtype=np.int16), name='hdu', index=1)
         merged.add_column(np.zeros(0, dtype=str), name='extname', index=2)
@@ -935,8 +827,7 @@ def write_merged_catalog(manifest, paths, path):
     return len(merged)
 
 
-def detect_batch(inputs, out_dir, threshold=0.5, n_pixels=5, *, client=None,
-                 **kwargs):
+def detect_batch(inputs, out_dir, finder=None, *, client=None, **kwargs):
     """
     Detect sources in every image HDU of many FITS files (see `BatchDetector`).
 
@@ -946,20 +837,19 @@ def detect_batch(inputs, out_dir, threshold=0.5, n_pixels=5, *, client=None,
         Files, directories, glob patterns and list files.
     out_dir : str or `~pathlib.Path`
         Output directory.
-    threshold : float, optional
-        Detection probability threshold.
-    n_pixels : int, optional
-        Minimum source area in pixels.
+    finder : `~astro_deepcolor.DeepColorSegmentation`, optional
+        The configured finder (default: the shipped model at its
+        calibrated defaults).
     client : `~distributed.Client`, optional
         An existing client.
     **kwargs
         Other `BatchDetector` parameters (``scheduler``, ``n_workers``,
-        ``detector``, ``segmentation``...).
+        ``weight_suffix``, ``segmentation``...).
 
     Returns
     -------
     result : `BatchResult`
         What was done.
     """
-    batch = BatchDetector(threshold, n_pixels, **kwargs)
+    batch = BatchDetector(finder, **kwargs)
     return batch(inputs, out_dir, client=client)

@@ -11,10 +11,16 @@ writes a catalogue (ECSV or FITS, chosen by the extension; sky
 coordinates when the image has a celestial WCS), a segmentation image
 (int32, with the input header and WCS) and DS9 regions. Existing files
 are never replaced without ``--overwrite``; every file is written under a
-temporary name and renamed into place when complete.
+temporary name and renamed into place when complete. ``--weight
+FILE[HDU]`` with ``--weight-type weight|variance|rms`` gives the noise
+map, as SExtractor's ``WEIGHT_IMAGE``/``WEIGHT_TYPE``.
 
 Several inputs, directories, globs or ``--out DIR`` switch to the batch
-mode of `astro_deepcolor.batch.run_cli` (Dask, resumable manifest).
+mode (`run_batch`: `~astro_deepcolor.batch.BatchDetector` on Dask, with a
+resumable manifest), where each image's weight and mask files are found by
+a naming rule (``--weight-suffix ooi=oow --mask-suffix ooi=ood``). Both
+modes build the finder from the same options (`make_finder`) and run the
+same per-image pipeline, `astro_deepcolor.pipeline.detect_image`.
 """
 
 import argparse
@@ -24,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ['add_parser', 'run']
+__all__ = ['add_parser', 'make_finder', 'run', 'run_batch']
 
 # Input-header keywords that describe the data layout, not the sky, and so
 # must not be copied into the segmentation image.
@@ -35,27 +41,57 @@ _STRUCTURAL = ('SIMPLE', 'XTENSION', 'BITPIX', 'NAXIS', 'NAXIS1', 'NAXIS2',
                'ZQUANTIZ', 'ZDITHER0', 'DATAMIN', 'DATAMAX', 'SATURATE',
                'EXTNAME', 'EXTVER')
 
-_CATALOG_FORMATS = {'.ecsv': 'ascii.ecsv', '.fits': 'fits', '.fit': 'fits',
-                    '.fts': 'fits', '.fits.gz': 'fits'}
-
 #: Images larger than this (pixels) get a progress bar unless --quiet.
 _PROGRESS_PIXELS = 16_000_000
 
 
-def _footprint_level(text):
-    """Parse --footprint-threshold: a probability or 'none'."""
-    if text.strip().lower() == 'none':
-        return 'none'
+def _threshold(text):
+    """Parse --threshold: a probability or an operating-point name."""
     try:
         return float(text)
     except ValueError:
-        msg = f'expected a probability in [0, 1] or "none", got {text!r}'
+        return text  # a name; the finder checks it against the model
+
+
+def _footprint_level(text):
+    """Parse --footprint-threshold: a probability, 'none' or 'model'."""
+    if text.strip().lower() in ('none', 'model'):
+        return text.strip().lower()
+    try:
+        return float(text)
+    except ValueError:
+        msg = f'expected a probability in [0, 1], "none" or "model", got {text!r}'
         raise argparse.ArgumentTypeError(msg) from None
 
 
-def footprint_arg(value):
-    """The finder's ``footprint_threshold`` from the parsed option."""
-    return None if value == 'none' else value
+def make_finder(args, *, progress_bar=False):
+    """
+    The finder the ``detect`` options describe (both modes).
+
+    Parameters
+    ----------
+    args : `argparse.Namespace`
+        Parsed arguments (see `add_parser`).
+    progress_bar : bool, optional
+        Show the finder's tile progress bar.
+
+    Returns
+    -------
+    finder : `~astro_deepcolor.DeepColorSegmentation`
+        Options left at their default take the model's calibrated values.
+    """
+    from astro_deepcolor.inference import DeepColorSegmentation
+
+    footprint = args.footprint_threshold
+    kwargs = {'threshold': args.threshold, 'n_pixels': args.n_pixels,
+              'model': args.model,
+              'footprint_threshold': None if footprint == 'none' else footprint,
+              'connectivity': args.connectivity, 'backend': args.backend,
+              'device': args.device, 'tile_shape': args.tile_size,
+              'progress_bar': progress_bar}
+    if args.batch_size is not None:
+        kwargs['batch_size'] = args.batch_size
+    return DeepColorSegmentation(**kwargs)
 
 
 def add_parser(parser):
@@ -72,17 +108,34 @@ def add_parser(parser):
                              'globs use the batch mode (with --out)')
     parser.add_argument('--hdu', default=None,
                         help='HDU number or EXTNAME (default: first image HDU)')
-    parser.add_argument('--mask', default=None, metavar='MASK.fits',
-                        help='FITS mask image, non-zero = bad pixel')
-    parser.add_argument('--threshold', type=float, default=0.5,
-                        help='foreground probability threshold in [0, 1] '
-                             '(default: %(default)s)')
+    parser.add_argument('--mask', default=None, metavar='MASK.fits[HDU]',
+                        help='FITS mask image, non-zero = bad pixel (in '
+                             'batch mode: applied to every image)')
+    parser.add_argument('--weight', default=None, metavar='WEIGHT.fits[HDU]',
+                        help='weight map (SExtractor WEIGHT_IMAGE); zero '
+                             'weight = masked; sets the noise of the '
+                             'normalisation, flux errors and S/N')
+    parser.add_argument('--weight-type', default='weight', dest='weight_type',
+                        choices=('weight', 'variance', 'rms'),
+                        help='what the weight map holds: inverse variance '
+                             '(MAP_WEIGHT), variance (MAP_VAR) or standard '
+                             'deviation (MAP_RMS) (default: %(default)s)')
+    parser.add_argument('--zeropoint', type=float, default=None,
+                        help='photometric zero point for mag and mag_err '
+                             '(default: header MAGZERO or MAGZPT, else no '
+                             'magnitudes)')
+    parser.add_argument('--threshold', type=_threshold, default=None,
+                        metavar='P|NAME',
+                        help="foreground probability threshold in [0, 1], or "
+                             "the name of one of the model's calibrated "
+                             "operating points (e.g. 5%%) (default: the "
+                             "model's default threshold)")
     parser.add_argument('--footprint-threshold', type=_footprint_level,
-                        default=0.8, dest='footprint_threshold',
-                        metavar='P|none',
+                        default='model', dest='footprint_threshold',
+                        metavar='P|none|model',
                         help='probability that delimits the footprints of '
                              'sources detected above it; "none": the '
-                             'threshold itself (default: %(default)s)')
+                             "threshold itself (default: the model's)")
     parser.add_argument('--n-pixels', type=int, default=5, dest='n_pixels',
                         help='minimum source area in pixels (default: %(default)s)')
     parser.add_argument('--connectivity', type=int, choices=(4, 8), default=8,
@@ -122,6 +175,15 @@ def add_parser(parser):
     batch.add_argument('--format', default=None, dest='catalog_format',
                        choices=('fits', 'ecsv', 'parquet'),
                        help='catalogue format in batch mode')
+    batch.add_argument('--weight-suffix', default=None, dest='weight_suffix',
+                       metavar='OLD=NEW|SUFFIX',
+                       help="each image's weight file: OLD=NEW replaces the "
+                            'last OLD in the file name (ooi=oow for DECam), '
+                            'SUFFIX is added before the extension '
+                            '(.weight: img.fits -> img.weight.fits)')
+    batch.add_argument('--mask-suffix', default=None, dest='mask_suffix',
+                       metavar='OLD=NEW|SUFFIX',
+                       help="each image's mask file, same rule (ooi=ood)")
     batch.add_argument('--write-segmentation', action='store_true',
                        dest='write_segmentation',
                        help='also write segmentation images in batch mode')
@@ -135,16 +197,6 @@ def _check_output_path(path, option):
         msg = f'{option} {str(path)!r} is a directory, not a file'
         raise IsADirectoryError(msg)
     return path
-
-
-def _catalog_format(path):
-    name = path.name.lower()
-    for suffix, fmt in _CATALOG_FORMATS.items():
-        if name.endswith(suffix):
-            return fmt
-    msg = (f'--catalog {str(path)!r}: unknown format; use a .ecsv or .fits '
-           'file name')
-    raise ValueError(msg)
 
 
 def _read_image(path, hdu):
@@ -189,46 +241,9 @@ def _read_image(path, hdu):
             msg = (f'HDU {index} of {str(path)!r} is not a 2D image (shape '
                    f'{data.shape!r}); select one with --hdu')
             raise ValueError(msg)
-        return np.asarray(data), h.header.copy(), index
+        from astro_deepcolor.pipeline import merged_header
 
-
-def _read_mask(path, shape):
-    from astropy.io import fits
-
-    path = Path(path)
-    if not path.exists():
-        msg = f'--mask file {str(path)!r} does not exist'
-        raise FileNotFoundError(msg)
-    try:
-        with fits.open(path, memmap=False) as hdul:
-            h = next((h for h in hdul if getattr(h, 'is_image', False)
-                      and h.data is not None), None)
-            mask = None if h is None else np.asarray(h.data)
-    except (OSError, ValueError, TypeError) as exc:
-        msg = f'--mask {str(path)!r} is not a readable FITS file ({exc})'
-        raise ValueError(msg) from None
-    if mask is None:
-        msg = f'--mask {str(path)!r} has no image HDU'
-        raise ValueError(msg)
-    if mask.shape != shape:
-        msg = (f'--mask {str(path)!r} has shape {mask.shape!r}, the image '
-               f'{shape!r}')
-        raise ValueError(msg)
-    return mask != 0
-
-
-def _celestial_wcs(header):
-    from astropy.wcs import WCS, FITSFixedWarning
-
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', FITSFixedWarning)
-        try:
-            wcs = WCS(header, naxis=2)
-        except Exception:
-            return None
-    if not wcs.has_celestial:
-        return None
-    return wcs
+        return np.asarray(data), merged_header(hdul, index), index
 
 
 def _segmentation_hdu(segm_data, header, info):
@@ -251,41 +266,6 @@ def _segmentation_hdu(segm_data, header, info):
         hdu.header[key] = (value, comment)
     hdu.header.add_history('Segmentation by astro_deepcolor detect')
     return hdu
-
-
-def _empty_catalog(has_wcs):
-    from astropy.table import QTable
-
-    from astro_deepcolor.catalog import DEFAULT_COLUMNS
-
-    cols = [c for c in DEFAULT_COLUMNS if has_wcs or c != 'sky_centroid']
-    table = QTable()
-    for name in cols:
-        if name == 'sky_centroid':
-            table['ra'] = np.zeros(0)
-            table['dec'] = np.zeros(0)
-            continue
-        dtype = np.int64 if name == 'label' or name.startswith('bbox') else np.float64
-        table[name] = np.zeros(0, dtype=dtype)
-    return table
-
-
-def _write_catalog(table, path, overwrite):
-    from astropy.io.fits.verify import VerifyWarning
-
-    from astro_deepcolor.utils._io import atomic_path
-
-    fmt = _catalog_format(path)
-    table = table.copy()
-    if fmt == 'fits':
-        # FITS headers only take scalars; keep the provenance as strings.
-        table.meta = {k: (v if isinstance(v, (str, int, float, bool)) else str(v))
-                      for k, v in table.meta.items()}
-    with (atomic_path(path, overwrite=overwrite, name='catalogue') as tmp,
-          warnings.catch_warnings()):
-        # Long meta keys become HIERARCH cards in FITS, which is fine.
-        warnings.simplefilter('ignore', VerifyWarning)
-        table.write(tmp, format=fmt)
 
 
 def _write_regions(table, path, shape, overwrite):
@@ -314,14 +294,63 @@ def _write_regions(table, path, shape, overwrite):
         Regions(regs).write(str(tmp), format='ds9')
 
 
-def _run_batch(args):
-    try:
-        from astro_deepcolor.batch import run_cli
-    except ImportError as exc:
-        msg = ('batch mode (several inputs or --out) needs '
-               f'astro_deepcolor.batch, which cannot be imported: {exc}')
-        raise ValueError(msg) from None
-    return run_cli(args)
+def run_batch(args):
+    """
+    Run the batch mode of ``astro-deepcolor detect`` (several inputs or --out).
+
+    Parameters
+    ----------
+    args : `argparse.Namespace`
+        Parsed arguments (see `add_parser`).
+
+    Returns
+    -------
+    status : int
+        0 if every image was processed, 1 if some failed (see the
+        manifest).
+    """
+    from astro_deepcolor.batch import BatchDetector
+
+    if args.out is None:
+        msg = ('several inputs need an output directory: --out DIR (one '
+               'catalogue per image plus a merged catalogue)')
+        raise ValueError(msg)
+    for name in ('catalog', 'regions', 'segmentation'):
+        if getattr(args, name, None) is not None:
+            msg = (f'--{name} names one output file; in batch mode outputs '
+                   'go to --out DIR (use --write-segmentation for '
+                   'segmentation images)')
+            raise ValueError(msg)
+    if args.weight is not None:
+        msg = ('--weight names one weight file; in batch mode give the '
+               "naming rule of each image's weight file: --weight-suffix "
+               '(e.g. ooi=oow)')
+        raise ValueError(msg)
+    merged_format, catalog_format = 'fits', args.catalog_format or 'fits'
+    if catalog_format == 'parquet':
+        # a single --format parquet means: Parquet for the merged catalogue
+        merged_format, catalog_format = 'parquet', 'fits'
+    hdu = args.hdu
+    if isinstance(hdu, str) and hdu.lstrip('-').isdigit():
+        hdu = int(hdu)
+    progress = not args.quiet
+    batch = BatchDetector(
+        make_finder(args), hdu=hdu, weight_suffix=args.weight_suffix,
+        weight_type=args.weight_type, mask_suffix=args.mask_suffix,
+        mask=args.mask, zeropoint=args.zeropoint,
+        segmentation=args.write_segmentation, catalog_format=catalog_format,
+        merged_format=merged_format, scheduler=args.scheduler,
+        n_workers=args.workers, overwrite=args.overwrite,
+        progress_bar=progress)
+    result = batch(args.inputs, args.out)
+    mpix = result.megapixels_per_second
+    if progress:  # --quiet: no progress bar and no summary line
+        print(f'{result.n_done} images detected, {result.n_reused} already done, '
+              f'{result.n_failed} failed, {result.n_skipped} HDUs without image; '
+              f'{result.n_sources} sources in {result.catalog} '
+              f'({result.seconds:.1f} s, {mpix:.2f} MPix/s); '
+              f'manifest {result.manifest}', file=sys.stderr)
+    return 1 if result.n_failed else 0
 
 
 def run(args):
@@ -339,12 +368,21 @@ def run(args):
         0 on success.
     """
     if len(args.inputs) > 1 or args.out is not None:
-        return _run_batch(args)
+        return run_batch(args)
     from photutils.utils.exceptions import NoDetectionsWarning
 
-    from astro_deepcolor.inference import DeepColorSegmentation
+    from astro_deepcolor.pipeline import (
+        catalog_format,
+        detect_image,
+        read_fits_map,
+        write_catalog,
+    )
     from astro_deepcolor.utils._io import check_writable
 
+    if args.weight_suffix is not None or args.mask_suffix is not None:
+        msg = ('--weight-suffix and --mask-suffix are batch-mode rules; for '
+               'one image give --weight FILE and --mask FILE')
+        raise ValueError(msg)
     catalog = _check_output_path(args.catalog, '--catalog')
     segmentation = _check_output_path(args.segmentation, '--segmentation')
     regions = _check_output_path(args.regions, '--regions')
@@ -352,7 +390,7 @@ def run(args):
         msg = 'nothing to write: give --catalog, --segmentation and/or --regions'
         raise ValueError(msg)
     if catalog is not None:
-        _catalog_format(catalog)
+        catalog_format(catalog)
     # Refuse to clobber before spending time on detection.
     for path, name in ((catalog, 'catalogue'), (segmentation, 'segmentation'),
                        (regions, 'region')):
@@ -365,34 +403,24 @@ def run(args):
         raise ValueError(msg)
 
     data, header, index = _read_image(args.inputs[0], args.hdu)
-    mask = _read_mask(args.mask, data.shape) if args.mask else None
-    wcs = _celestial_wcs(header)
+    hdu_index = index if isinstance(index, int) else None
+    mask = weight = None
+    if args.mask:
+        mask = read_fits_map(args.mask, data.shape, option='--mask',
+                             hdu=hdu_index) != 0
+    if args.weight:
+        weight = read_fits_map(args.weight, data.shape, option='--weight',
+                               hdu=hdu_index)
     progress = not args.quiet and data.size > _PROGRESS_PIXELS
-    finder = DeepColorSegmentation(
-        threshold=args.threshold, n_pixels=args.n_pixels, model=args.model,
-        footprint_threshold=footprint_arg(args.footprint_threshold),
-        connectivity=args.connectivity, backend=args.backend,
-        device=args.device, tile_shape=args.tile_size,
-        batch_size=args.batch_size or 1, progress_bar=progress)
-    background, rms = finder.estimate_background(data, mask)
+    finder = make_finder(args, progress_bar=progress)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', NoDetectionsWarning)
-        segm = finder(data, mask, background=background, rms=rms)
-
+        segm, table = detect_image(finder, data, header, mask=mask,
+                                   weight=weight, weight_type=args.weight_type,
+                                   zeropoint=args.zeropoint)
     n_sources = 0 if segm is None else segm.n_labels
-    if segm is None:
-        table = _empty_catalog(wcs is not None)
-    else:
-        table = finder.catalog(data, segm, error=rms, wcs=wcs,
-                               background=background, mask=mask)
-        if wcs is None and 'sky_centroid' in table.colnames:
-            table.remove_column('sky_centroid')
-        table.meta['error'] = 'background rms only (no source Poisson noise)'
     table.meta['image'] = str(args.inputs[0])
     table.meta['hdu'] = index if isinstance(index, int) else str(index)
-    table.meta['threshold'] = finder.threshold
-    table.meta['n_pixels'] = finder.n_pixels
-    table.meta['model'] = str(finder.model.path)
 
     if segmentation is not None:
         from astro_deepcolor.utils._io import atomic_path
@@ -409,7 +437,7 @@ def run(args):
                          name='segmentation') as tmp:
             hdu.writeto(tmp)
     if catalog is not None:
-        _write_catalog(table, catalog, args.overwrite)
+        write_catalog(table, catalog, overwrite=args.overwrite)
     if regions is not None:
         _write_regions(table, regions, args.region_shape, args.overwrite)
     if not args.quiet:

@@ -10,11 +10,11 @@ takes float32 ``(N, 1, H, W)`` normalised images and returns float32
   ``CPUExecutionProvider`` (intra-op threads = number of CPU cores), or
   ``CUDAExecutionProvider`` / ``TensorrtExecutionProvider`` when the
   ``onnxruntime-gpu`` package provides them.
-- `TorchBackend` runs the same ONNX graph with PyTorch (CPU or CUDA,
-  optionally in float16/bfloat16 on CUDA). It does not need the training
-  code: the graph is interpreted node by node with ``torch.nn.functional``
-  using the weights stored in the ONNX initializers, so any model file
-  made of the supported operators runs, whatever its architecture.
+- `TorchBackend` runs the model with PyTorch (CPU or CUDA, optionally in
+  float16/bfloat16 on CUDA): it builds `astro_deepcolor.model.unet.UNet`
+  from the configuration stored with the weights and loads the weights by
+  name from the file (`build_torch_network`), so there is one forward pass
+  in the package, the one that was trained.
 
 `resolve_backend` implements ``backend='auto'``: CUDA torch, then
 onnxruntime CUDA, then onnxruntime CPU. It imports torch only when an
@@ -23,7 +23,6 @@ NVIDIA driver is present, so CPU-only machines never pay for it.
 
 import os
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 
@@ -31,7 +30,7 @@ from astro_deepcolor.exceptions import ModelError
 from astro_deepcolor.utils._parameters import check_choice
 
 __all__ = ['BACKENDS', 'Backend', 'OnnxRuntimeBackend', 'TorchBackend',
-           'resolve_backend']
+           'build_torch_network', 'resolve_backend']
 
 #: Backend names accepted by ``DeepColorSegmentation(backend=...)``.
 BACKENDS = ('auto', 'onnxruntime', 'torch')
@@ -179,212 +178,93 @@ class OnnxRuntimeBackend(Backend):
 
 
 # ---------------------------------------------------------------------------
-# ONNX graph interpreter in PyTorch
+# The U-Net of the model file's configuration, with its weights
 
 
-def _attrs(node):
-    from onnx import helper
+def _onnx_weights(onnx_bytes):
+    """The model file's initializers, by name (``net.`` prefix removed)."""
+    import onnx
+    from onnx import numpy_helper
 
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
-
-
-def _pads_to_torch(pads):
-    # ONNX pads: (y_begin, x_begin, y_end, x_end)
-    if not pads:
-        return 0, None
-    y0, x0, y1, x1 = pads
-    if y0 == y1 and x0 == x1:
-        return (y0, x0), None
-    return 0, (x0, x1, y0, y1)
+    graph = onnx.load_from_string(onnx_bytes).graph
+    out = {}
+    for init in graph.initializer:
+        name = init.name.removeprefix('net.')
+        out[name] = numpy_helper.to_array(init)
+    return out
 
 
-class _OnnxTorchModule:
-    """Evaluate an ONNX graph with torch tensors (inference only)."""
+def build_torch_network(model):
+    """
+    The `~astro_deepcolor.model.unet.UNet` of a model file, with its weights.
 
-    def __init__(self, onnx_bytes, device):
-        import onnx
-        import torch
-        from onnx import numpy_helper
+    The network is built from the configuration stored with the weights
+    (``model.config``) and the weights are loaded by parameter name from
+    the ONNX initializers. The exporter folds every BatchNorm into the
+    preceding convolution (initializers ``<conv>.weight`` and
+    ``<conv>.weight_bias``); the network is folded the same way (BatchNorm
+    replaced by the identity, the folded bias on the convolution). Files
+    that keep their BatchNorm parameters load as they are.
 
-        graph = onnx.load_from_string(onnx_bytes).graph
-        self.device = torch.device(device)
-        self.consts = {}
-        for init in graph.initializer:
-            arr = numpy_helper.to_array(init)
-            self.consts[init.name] = torch.from_numpy(arr.copy()).to(self.device)
-        self.nodes = list(graph.node)
-        self.input_name = graph.input[0].name
-        self.output_name = graph.output[0].name
-        unsupported = sorted({n.op_type for n in self.nodes} - set(self._OPS))
-        if unsupported:
-            msg = ('the torch backend cannot run operators '
-                   f'{unsupported} of this model; use backend="onnxruntime"')
-            raise ModelError(msg)
-        for node in self.nodes:
-            if node.op_type == 'Constant':
-                value = _attrs(node)['value']
-                arr = numpy_helper.to_array(value)
-                self.consts[node.output[0]] = torch.from_numpy(
-                    arr.copy()).to(self.device)
-        self.attrs = [_attrs(n) for n in self.nodes]
+    Parameters
+    ----------
+    model : `~astro_deepcolor.model.LoadedModel`
+        The model file.
 
-    def cast(self, dtype):
-        """Cast floating-point weights to ``dtype`` (half precision)."""
-        for k, v in self.consts.items():
-            if v.is_floating_point():
-                self.consts[k] = v.to(dtype)
+    Returns
+    -------
+    net : `~astro_deepcolor.model.unet.UNet`
+        In eval mode, on the CPU.
 
-    def __call__(self, x):
-        env = dict(self.consts)
-        env[self.input_name] = x
-        for node, attrs in zip(self.nodes, self.attrs, strict=True):
-            if node.op_type == 'Constant':
+    Raises
+    ------
+    ModelError
+        If the file's weights do not match the configuration (names or
+        shapes): such a file still runs with ``backend='onnxruntime'``.
+    """
+    import torch
+    from torch import nn
+
+    from astro_deepcolor.model.unet import ConvBlock, UNet
+
+    weights = _onnx_weights(model.onnx_bytes)
+    net = UNet(model.config)
+    folded = set()
+    if not all(k in weights for k in net.state_dict()):
+        # folded export: BatchNorm -> identity, bias on the convolution
+        for prefix, block in net.named_modules():
+            if isinstance(block, ConvBlock):
+                for i in (0, 3):
+                    conv = block[i]
+                    block[i + 1] = nn.Identity()
+                    conv.bias = nn.Parameter(torch.zeros(conv.out_channels))
+                    folded.add(f'{prefix}.{i}.bias')
+    state = {}
+    missing = []
+    for key, value in net.state_dict().items():
+        name = key
+        if key in folded:
+            name = key[:-len('.bias')] + '.weight_bias'
+            if name not in weights:  # the exporter drops an all-zero bias
+                state[key] = torch.zeros_like(value)
                 continue
-            args = [env[i] if i else None for i in node.input]
-            out = self._OPS[node.op_type](self, args, attrs)
-            if not isinstance(out, tuple):
-                out = (out,)
-            for name, value in zip(node.output, out, strict=False):
-                env[name] = value
-        return env[self.output_name]
-
-    # -- operators ----------------------------------------------------------
-
-    def _conv(self, args, attrs):
-        import torch.nn.functional as F
-
-        x, w = args[0], args[1]
-        b = args[2] if len(args) > 2 else None
-        padding, explicit = _pads_to_torch(attrs.get('pads'))
-        if explicit is not None:
-            x = F.pad(x, explicit)
-        return F.conv2d(x, w, b, stride=tuple(attrs.get('strides', (1, 1))),
-                        padding=padding,
-                        dilation=tuple(attrs.get('dilations', (1, 1))),
-                        groups=attrs.get('group', 1))
-
-    def _conv_transpose(self, args, attrs):
-        import torch.nn.functional as F
-
-        x, w = args[0], args[1]
-        b = args[2] if len(args) > 2 else None
-        pads = attrs.get('pads') or (0, 0, 0, 0)
-        if pads[0] != pads[2] or pads[1] != pads[3]:
-            msg = 'asymmetric ConvTranspose padding is not supported'
-            raise ModelError(msg)
-        return F.conv_transpose2d(
-            x, w, b, stride=tuple(attrs.get('strides', (1, 1))),
-            padding=(pads[0], pads[1]),
-            output_padding=tuple(attrs.get('output_padding', (0, 0))),
-            groups=attrs.get('group', 1),
-            dilation=tuple(attrs.get('dilations', (1, 1))))
-
-    def _max_pool(self, args, attrs):
-        import torch.nn.functional as F
-
-        padding, explicit = _pads_to_torch(attrs.get('pads'))
-        x = args[0]
-        if explicit is not None:
-            x = F.pad(x, explicit, value=float('-inf'))
-        return F.max_pool2d(x, tuple(attrs['kernel_shape']),
-                            stride=tuple(attrs.get('strides', (1, 1))),
-                            padding=padding,
-                            ceil_mode=bool(attrs.get('ceil_mode', 0)))
-
-    def _batch_norm(self, args, attrs):
-        import torch.nn.functional as F
-
-        x, scale, bias, mean, var = args[:5]
-        return F.batch_norm(x, mean, var, scale, bias, training=False,
-                            eps=attrs.get('epsilon', 1e-5))
-
-    def _resize(self, args, attrs):
-        import torch.nn.functional as F
-
-        x = args[0]
-        scales = args[2] if len(args) > 2 else None
-        sizes = args[3] if len(args) > 3 else None
-        mode = attrs.get('mode', b'nearest')
-        mode = mode.decode() if isinstance(mode, bytes) else mode
-        if mode != 'nearest':
-            msg = f'Resize mode {mode!r} is not supported by the torch backend'
-            raise ModelError(msg)
-        if sizes is not None and sizes.numel():
-            return F.interpolate(x, size=tuple(int(s) for s in sizes[-2:]),
-                                 mode='nearest')
-        factors = tuple(float(s) for s in scales[-2:])
-        return F.interpolate(x, scale_factor=factors, mode='nearest')
-
-    def _softmax(self, args, attrs):
-        import torch
-
-        # Softmax in float32 even in half precision runs.
-        x = args[0]
-        return torch.softmax(x.float(), dim=attrs.get('axis', -1)).to(x.dtype)
-
-    def _concat(self, args, attrs):
-        import torch
-
-        return torch.cat(args, dim=attrs['axis'])
-
-    def _binary(op):
-        def run(self, args, attrs):
-            return op(args[0], args[1])
-        return run
-
-    def _unary(name):
-        def run(self, args, attrs):
-            import torch
-
-            return getattr(torch, name)(args[0])
-        return run
-
-    def _leaky_relu(self, args, attrs):
-        import torch.nn.functional as F
-
-        return F.leaky_relu(args[0], attrs.get('alpha', 0.01))
-
-    def _identity(self, args, attrs):
-        return args[0]
-
-    def _clip(self, args, attrs):
-        import torch
-
-        lo = args[1] if len(args) > 1 else attrs.get('min')
-        hi = args[2] if len(args) > 2 else attrs.get('max')
-        return torch.clamp(args[0], lo, hi)
-
-    _OPS: ClassVar[dict] = {
-        'Conv': _conv,
-        'ConvTranspose': _conv_transpose,
-        'MaxPool': _max_pool,
-        'BatchNormalization': _batch_norm,
-        'Resize': _resize,
-        'Softmax': _softmax,
-        'Concat': _concat,
-        'Add': _binary(lambda a, b: a + b),
-        'Sub': _binary(lambda a, b: a - b),
-        'Mul': _binary(lambda a, b: a * b),
-        'Div': _binary(lambda a, b: a / b),
-        'Relu': _unary('relu'),
-        'Sigmoid': _unary('sigmoid'),
-        'Tanh': _unary('tanh'),
-        'Asinh': _unary('asinh'),
-        'Exp': _unary('exp'),
-        'Log': _unary('log'),
-        'Sqrt': _unary('sqrt'),
-        'Neg': _unary('neg'),
-        'LeakyRelu': _leaky_relu,
-        'Identity': _identity,
-        'Clip': _clip,
-        'Constant': _identity,
-    }
-    del _binary, _unary
+        if name not in weights or tuple(weights[name].shape) != tuple(value.shape):
+            missing.append(key)
+            continue
+        state[key] = torch.from_numpy(np.array(weights[name], copy=True))
+    if missing:
+        msg = (f'model file {str(model.path)!r}: its weights do not match its '
+               f'configuration (missing or mis-shaped: {missing[:5]}); the '
+               'torch backend builds the network from the configuration, use '
+               'backend="onnxruntime" for this file')
+        raise ModelError(msg)
+    net.load_state_dict(state)
+    return net.eval()
 
 
 class TorchBackend(Backend):
     """
-    Run the model's ONNX graph with PyTorch.
+    Run the model's U-Net with PyTorch (see `build_torch_network`).
 
     Parameters
     ----------
@@ -423,9 +303,7 @@ class TorchBackend(Backend):
         self.device = device
         self.precision = precision
         self._dtype = getattr(torch, precision)
-        self._module = _OnnxTorchModule(model.onnx_bytes, device)
-        if precision != 'float32':
-            self._module.cast(self._dtype)
+        self._module = build_torch_network(model).to(device, self._dtype)
 
     @property
     def description(self):
@@ -451,8 +329,8 @@ class TorchBackend(Backend):
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
         with torch.inference_mode():
             x = x.to(self.device, self._dtype)
-            y = self._module(x)
-            return y.float().cpu().numpy()
+            logits = self._module(x)
+            return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
 
 def resolve_backend(model, backend='auto', device='auto', *,

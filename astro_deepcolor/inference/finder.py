@@ -37,16 +37,16 @@ from pathlib import Path
 
 import numpy as np
 from photutils.segmentation import SegmentationImage
-from photutils.utils.exceptions import NoDetectionsWarning
 
 from astro_deepcolor.exceptions import DeepColorWarning
 from astro_deepcolor.inference.backends import BACKENDS, DEVICES, resolve_backend
 from astro_deepcolor.inference.tiling import TilePlan, default_margin
 from astro_deepcolor.postprocessing import (
-    _NO_DETECTIONS,
+    _label_sources,
+    _segment_probabilities,
     classify_pixels,
     detection_levels,
-    label_sources,
+    warn_no_detections,
 )
 from astro_deepcolor.utils._parameters import (
     check_choice,
@@ -55,7 +55,7 @@ from astro_deepcolor.utils._parameters import (
     check_shape,
 )
 
-__all__ = ['DeepColorSegmentation', 'detect_sources']
+__all__ = ['DeepColorSegmentation', 'detect_sources', 'resolve_threshold']
 
 
 @functools.lru_cache(maxsize=8)
@@ -165,6 +165,42 @@ def _prepare(data, mask):
     return data, bad
 
 
+def resolve_threshold(threshold, config):
+    """
+    The probability threshold meant by a ``threshold`` argument.
+
+    Parameters
+    ----------
+    threshold : float, str or None
+        A probability in [0, 1], the name of one of the model's calibrated
+        operating points, or None for the model's ``default_threshold``.
+    config : `~astro_deepcolor.model.ModelConfig`
+        The model configuration.
+
+    Returns
+    -------
+    threshold : float
+        The probability.
+
+    Raises
+    ------
+    ValueError
+        For an unknown operating-point name (the message lists the
+        names the model has) or a probability outside [0, 1].
+    """
+    if threshold is None:
+        return float(config.default_threshold)
+    if isinstance(threshold, str):
+        points = config.operating_points
+        if threshold not in points:
+            names = ', '.join(repr(k) for k in sorted(points)) or 'none'
+            msg = (f'threshold {threshold!r} is not an operating point of '
+                   f'the model; its operating points are: {names}')
+            raise ValueError(msg)
+        return float(points[threshold])
+    return check_fraction(threshold, 'threshold')
+
+
 class DeepColorSegmentation:
     """
     Detect and deblend sources with a deep-coloring neural network.
@@ -179,9 +215,13 @@ class DeepColorSegmentation:
 
     Parameters
     ----------
-    threshold : float, optional
+    threshold : float, str or None, optional
         Detection threshold: foreground probability, in [0, 1], that
-        ``n_pixels`` pixels of a source must reach.
+        ``n_pixels`` pixels of a source must reach; or the name of one of
+        the model's calibrated operating points
+        (``model.config.operating_points``, e.g. ``'5%'``: the threshold
+        giving 5 % contamination on the validation images). None (the
+        default): the model's ``default_threshold``.
     n_pixels : int, optional
         Minimum number of pixels of a source at or above ``threshold``.
     model : str, `~pathlib.Path` or `~astro_deepcolor.model.LoadedModel`, optional
@@ -206,16 +246,17 @@ class DeepColorSegmentation:
         Colour-flicker repair: a colour component sharing at least this
         fraction of its perimeter with a larger neighbour is merged into
         it (see `~astro_deepcolor.postprocessing.merge_flicker`).
-    footprint_threshold : float or None, optional
+    footprint_threshold : float, None or 'model', optional
         Foreground probability that delimits the footprints of detected
         sources when it is below ``threshold`` (like SExtractor's
         ``ANALYSIS_THRESH`` below ``DETECT_THRESH``): the cores of one
         galaxy that pass a high threshold are joined into one source, and
         footprints do not shrink as the threshold rises. None: footprints
-        are delimited by ``threshold`` itself. The default, 0.8, was chosen
-        on the validation images: lower levels also join close pairs that
-        the network painted in one colour (see the "Post-processing"
-        section of the model documentation).
+        are delimited by ``threshold`` itself. 'model' (the default): the
+        model's ``footprint_threshold``, chosen on the validation images
+        (lower levels also join close pairs that the network painted in
+        one colour; see the "Post-processing" section of the model
+        documentation).
     precision : {'float32', 'float16', 'bfloat16'}, optional
         Arithmetic of the torch backend on CUDA.
     peak_margin : float or None, optional
@@ -239,6 +280,9 @@ class DeepColorSegmentation:
     ----------
     config : `~astro_deepcolor.model.ModelConfig`
         The model configuration.
+    threshold, footprint_threshold : float
+        The resolved settings (a name or a model default replaced by its
+        value); ``operating_point`` is the name given, if any.
     backend_name, device_name : str
         The backend and device actually used (resolved on first access).
 
@@ -270,13 +314,16 @@ class DeepColorSegmentation:
     >>> table = finder.catalog(sim.data, segm)  # doctest: +SKIP
     """
 
-    def __init__(self, threshold=0.5, n_pixels=5, *, model=None,
+    def __init__(self, threshold=None, n_pixels=5, *, model=None,
                  connectivity=8, backend='auto', device='auto',
                  tile_shape=(1024, 1024), overlap='auto', batch_size=1,
-                 merge_fraction=0.5, footprint_threshold=0.8,
+                 merge_fraction=0.5, footprint_threshold='model',
                  precision='float32', progress_bar=False, n_threads=None,
                  peak_margin=0.5):
-        self.threshold = check_fraction(threshold, 'threshold')
+        self.model = _as_model(model)
+        self.config = self.model.config
+        self.operating_point = threshold if isinstance(threshold, str) else None
+        self.threshold = resolve_threshold(threshold, self.config)
         self.n_pixels = check_positive_int(n_pixels, 'n_pixels')
         self.connectivity = check_choice(connectivity, 'connectivity', (4, 8))
         self.backend = check_choice(backend, 'backend', BACKENDS)
@@ -285,6 +332,8 @@ class DeepColorSegmentation:
                                       ('float32', 'float16', 'bfloat16'))
         self.batch_size = check_positive_int(batch_size, 'batch_size')
         self.merge_fraction = check_fraction(merge_fraction, 'merge_fraction')
+        if isinstance(footprint_threshold, str) and footprint_threshold == 'model':
+            footprint_threshold = self.config.footprint_threshold
         self.footprint_threshold = (
             None if footprint_threshold is None
             else check_fraction(footprint_threshold, 'footprint_threshold'))
@@ -294,8 +343,6 @@ class DeepColorSegmentation:
         self.progress_bar = bool(progress_bar)
         self.n_threads = (None if n_threads is None
                           else check_positive_int(n_threads, 'n_threads'))
-        self.model = _as_model(model)
-        self.config = self.model.config
         multiple = self.config.tile_multiple
         needed = default_margin(self.config.receptive_field, multiple)
         if isinstance(overlap, str) and overlap == 'auto':
@@ -472,17 +519,34 @@ class DeepColorSegmentation:
 
     def _detect(self, data, mask, threshold, n_pixels, background=None,
                 rms=None):
-        timings = {}
         t0 = time.perf_counter()
         data, bad = _prepare(data, mask)
         given = self._check_background(data, background, rms)
-        if bad.all():
-            warnings.warn(_NO_DETECTIONS, NoDetectionsWarning, stacklevel=3)
-            return None
-        background, rms = self._background(data, bad) if given is None else given
-        t1 = time.perf_counter()
-        timings['background'] = t1 - t0
+        if given is None and not bad.all():
+            given = self._background(data, bad)
+        segm = self._segment_prepared(data, bad, *(given or (None, None)),
+                                      threshold=threshold, n_pixels=n_pixels,
+                                      t0=t0)
+        if segm is None:
+            warn_no_detections(stacklevel=3)
+        return segm
 
+    def _segment_prepared(self, data, bad, background, rms, *,
+                          threshold=None, n_pixels=None, t0=None):
+        """
+        Detect on already validated arrays; None (silently) if nothing.
+
+        ``data`` and ``bad`` come from ``_prepare``, ``background`` and
+        ``rms`` are image-sized float32 maps. The one per-image core of
+        `__call__` and `astro_deepcolor.pipeline.detect_image`.
+        """
+        threshold = self.threshold if threshold is None else threshold
+        n_pixels = self.n_pixels if n_pixels is None else n_pixels
+        timings = {}
+        t1 = time.perf_counter()
+        timings['background'] = 0.0 if t0 is None else t1 - t0
+        if bad.all():
+            return None
         colour = np.zeros(data.shape, dtype=np.uint8)
         p_fg = np.zeros(data.shape, dtype=np.float16)
         low, detect = detection_levels(threshold, self.footprint_threshold)
@@ -496,17 +560,14 @@ class DeepColorSegmentation:
                 else _peak_image(data, background, rms, bad))
         background = rms = None  # free before labelling
         t2 = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore', NoDetectionsWarning)
-            segm = label_sources(colour, p_fg, n_pixels,
-                                 connectivity=self.connectivity,
-                                 merge_fraction=self.merge_fraction,
-                                 threshold=detect, peak_image=peak,
-                                 peak_margin=self.peak_margin or 0.0)
+        segm = _label_sources(colour, p_fg, n_pixels,
+                              connectivity=self.connectivity,
+                              merge_fraction=self.merge_fraction,
+                              threshold=detect, peak_image=peak,
+                              peak_margin=self.peak_margin or 0.0)
         timings['label'] = time.perf_counter() - t2
-        timings['total'] = time.perf_counter() - t0
+        timings['total'] = time.perf_counter() - (t1 if t0 is None else t0)
         if segm is None:
-            warnings.warn(_NO_DETECTIONS, NoDetectionsWarning, stacklevel=3)
             return None
         segm.info.update(threshold=threshold, n_pixels=n_pixels,
                          footprint_threshold=low,
@@ -646,7 +707,7 @@ class DeepColorSegmentation:
             The sources (None and a `~photutils.utils.exceptions.NoDetectionsWarning` if none).
         """
         threshold = (self.threshold if threshold is None
-                     else check_fraction(threshold, 'threshold'))
+                     else resolve_threshold(threshold, self.config))
         probs = np.asarray(probs)
         if probs.ndim != 3 or probs.shape[0] != self.config.n_outputs:
             msg = (f'probs must have shape (n_colors + 1 = '
@@ -658,31 +719,27 @@ class DeepColorSegmentation:
                 msg = (f'mask must have shape {probs.shape[1:]!r}, got '
                        f'{mask.shape!r}')
                 raise ValueError(msg)
-        low, detect = detection_levels(threshold, self.footprint_threshold)
-        colour, p_fg = classify_pixels(probs, low, mask)
         if peak_image is not None and np.shape(peak_image) != probs.shape[1:]:
             msg = (f'peak_image must have shape {probs.shape[1:]!r}, got '
                    f'{np.shape(peak_image)!r}')
             raise ValueError(msg)
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore', NoDetectionsWarning)
-            segm = label_sources(colour, p_fg, self.n_pixels,
-                                 connectivity=self.connectivity,
-                                 merge_fraction=self.merge_fraction,
-                                 threshold=detect,
-                                 peak_image=(None if self.peak_margin is None
-                                             else peak_image),
-                                 peak_margin=self.peak_margin or 0.0)
+        segm = _segment_probabilities(
+            probs, threshold, self.n_pixels, connectivity=self.connectivity,
+            mask=mask, merge_fraction=self.merge_fraction,
+            footprint_threshold=self.footprint_threshold,
+            peak_image=None if self.peak_margin is None else peak_image,
+            peak_margin=self.peak_margin or 0.0)
         if segm is None:
-            warnings.warn(_NO_DETECTIONS, NoDetectionsWarning, stacklevel=2)
+            warn_no_detections(stacklevel=2)
             return None
+        low = detection_levels(threshold, self.footprint_threshold)[0]
         segm.info.update(threshold=threshold, n_pixels=self.n_pixels,
                          footprint_threshold=low,
                          model=str(self.model.path))
         return _calibrate_probability(segm, self.config)
 
     def catalog(self, data, segm, error=None, wcs=None, *, background=None,
-                mask=None, columns=None):
+                mask=None, columns=None, zeropoint=None, saturation=None):
         """
         Photometric catalogue of detected sources.
 
@@ -703,8 +760,13 @@ class DeepColorSegmentation:
             Pixels to exclude.
         columns : list of str, optional
             Any `~photutils.segmentation.SourceCatalog` properties plus
-            ``'detection_probability'``; default: photutils' default
-            columns plus ``detection_probability``.
+            ``'flags'``, ``'detection_probability'``, ``'mag'`` and
+            ``'mag_err'``; default:
+            `~astro_deepcolor.catalog.catalog_columns`.
+        zeropoint : float, optional
+            Photometric zero point, for ``mag`` and ``mag_err``.
+        saturation : float, optional
+            Saturation level of ``data`` (for the ``saturated`` flag).
 
         Returns
         -------
@@ -719,6 +781,7 @@ class DeepColorSegmentation:
             raise TypeError(msg)
         return make_catalog(data, segm, error=error, wcs=wcs,
                             background=background, mask=mask, columns=columns,
+                            zeropoint=zeropoint, saturation=saturation,
                             box_size=self.config.background_box,
                             filter_size=self.config.background_filter)
 
@@ -741,11 +804,12 @@ def detect_sources(data, threshold, n_pixels, *, connectivity=8, mask=None,
     ----------
     data : 2D array-like
         The image; need not be background subtracted.
-    threshold : float
+    threshold : float or str
         Detection threshold: foreground probability, in [0, 1], that
-        ``n_pixels`` pixels of a source must reach. Footprints extend to
-        probability 0.8 when the threshold is higher (see
-        `DeepColorSegmentation`, ``footprint_threshold``).
+        ``n_pixels`` pixels of a source must reach, or the name of one of
+        the model's operating points (e.g. ``'5%'``). Footprints extend
+        to the model's ``footprint_threshold`` when the threshold is
+        higher (see `DeepColorSegmentation`).
     n_pixels : int
         Minimum number of pixels of a source at or above ``threshold``.
     connectivity : {8, 4}, optional
@@ -761,9 +825,9 @@ def detect_sources(data, threshold, n_pixels, *, connectivity=8, mask=None,
         The sources, or None with a
         `~photutils.utils.exceptions.NoDetectionsWarning`.
     """
-    threshold = check_fraction(threshold, 'threshold')
     n_pixels = check_positive_int(n_pixels, 'n_pixels')
     check_choice(connectivity, 'connectivity', (4, 8))
     loaded = _as_model(model)
     finder = _cached_finder(loaded, connectivity)
+    threshold = resolve_threshold(threshold, finder.config)
     return finder._detect(data, mask, threshold, n_pixels)

@@ -2,9 +2,11 @@
 """
 Validation of a deep-coloring network during training (NumPy only).
 
-A probability cube is turned into detections with the post-processing of
-inference, `astro_deepcolor.postprocessing.segment_probabilities` (a pixel
-is foreground when ``1 - p_background >= min(threshold, 0.8)``; its colour
+A probability cube is turned into detections with the segmentation core of
+inference (`astro_deepcolor.postprocessing.segment_probabilities`: a pixel
+is foreground when ``1 - p_background >= min(threshold,
+footprint_threshold)``, the model configuration's default footprint
+level; its colour
 is the most probable colour; connected components (8-connectivity) per
 colour; colour-flicker repair; sources need ``n_pixels`` pixels at or
 above ``threshold``);
@@ -13,9 +15,11 @@ whose colour flickers counts as one match plus false positives, and the
 score no longer ranks models as the benchmark does. The detections are
 matched one-to-one to the truth with
 `astro_deepcolor.evaluation.match_sources` (radius = 1 FWHM plus the
-footprint-overlap rule), which gives completeness for the sources above a
-S/N cut and contamination of the whole catalogue, at each threshold of a
-sweep. The summary figure is the completeness at contamination <= 5 %
+footprint-overlap rule) and scored with
+`astro_deepcolor.evaluation.completeness_from_counts`, as the benchmark
+harness does: completeness for the sources with S/N at or above the
+harness's cut (``snr >= 5``) and contamination of the whole catalogue, at
+each threshold of a sweep. The summary figure is the completeness at contamination <= 5 %
 (the best threshold of the sweep meeting that contamination).
 
 The full detection API (`astro_deepcolor.DeepColorSegmentation`, with
@@ -23,13 +27,11 @@ tiling) is what users get; this module is the light-weight version that
 the trainer can run every few hundred steps on untiled images.
 """
 
-import warnings
-
 import numpy as np
-from photutils.utils.exceptions import NoDetectionsWarning
 from scipy import ndimage
 
-from astro_deepcolor.postprocessing import segment_probabilities
+from astro_deepcolor.model.config import ModelConfig
+from astro_deepcolor.postprocessing import _segment_probabilities
 
 __all__ = ['ValidationSet', 'detections_from_probs', 'score_sweep',
            'summarize_sweep']
@@ -38,10 +40,12 @@ DEFAULT_THRESHOLDS = (*np.round(np.arange(0.1, 0.96, 0.05), 2).tolist(),
                       0.97, 0.98, 0.99)
 #: Contamination limits of `summarize_sweep`'s ``completeness_at``.
 CONTAMINATION_LIMITS = (0.05, 0.10, 0.20)
+#: The footprint level of a model configuration that does not say.
+DEFAULT_FOOTPRINT_THRESHOLD = ModelConfig().footprint_threshold
 
 
 def detections_from_probs(probs, image, threshold, n_pixels=5,
-                          footprint_threshold=0.8):
+                          footprint_threshold=DEFAULT_FOOTPRINT_THRESHOLD):
     """
     Segment a probability cube into sources.
 
@@ -56,7 +60,7 @@ def detections_from_probs(probs, image, threshold, n_pixels=5,
     n_pixels : int, optional
         Minimum number of pixels of a source.
     footprint_threshold : float or None, optional
-        Footprint probability (the inference default, 0.8).
+        Footprint probability (default: `ModelConfig`'s).
 
     Returns
     -------
@@ -65,10 +69,8 @@ def detections_from_probs(probs, image, threshold, n_pixels=5,
     xy : (N, 2) `~numpy.ndarray`
         Centroids ``(x, y)`` of labels ``1..N``.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', NoDetectionsWarning)
-        seg = segment_probabilities(probs, threshold, n_pixels,
-                                    footprint_threshold=footprint_threshold)
+    seg = _segment_probabilities(probs, threshold, n_pixels,
+                                 footprint_threshold=footprint_threshold)
     if seg is None:
         return np.zeros(probs.shape[1:], dtype=np.int32), np.zeros((0, 2))
     segm = np.asarray(seg.data, dtype=np.int32)
@@ -83,7 +85,8 @@ def detections_from_probs(probs, image, threshold, n_pixels=5,
 
 
 def score_sweep(probs, image, truth, truth_segm, fwhm, *,
-                thresholds=DEFAULT_THRESHOLDS, n_pixels=5, snr_min=5.0):
+                thresholds=DEFAULT_THRESHOLDS, n_pixels=5, snr_min=None,
+                footprint_threshold=DEFAULT_FOOTPRINT_THRESHOLD):
     """
     Match detections to truth at each threshold.
 
@@ -104,7 +107,10 @@ def score_sweep(probs, image, truth, truth_segm, fwhm, *,
     n_pixels : int, optional
         Minimum source area.
     snr_min : float, optional
-        Completeness is computed for truth sources above this S/N.
+        Completeness is computed for truth sources with at least this S/N
+        (default: the benchmark harness's ``SNR_MIN``).
+    footprint_threshold : float or None, optional
+        Footprint probability (see `detections_from_probs`).
 
     Returns
     -------
@@ -116,11 +122,14 @@ def score_sweep(probs, image, truth, truth_segm, fwhm, *,
     from photutils.segmentation import SegmentationImage
 
     from astro_deepcolor.evaluation import match_sources
+    from astro_deepcolor.evaluation.harness import SNR_MIN
 
-    bright = np.asarray(truth['snr']) > snr_min
+    snr_min = SNR_MIN if snr_min is None else snr_min
+    bright = np.asarray(truth['snr'], dtype=float) >= snr_min
     counts = []
     for t in thresholds:
-        segm, xy = detections_from_probs(probs, image, t, n_pixels)
+        segm, xy = detections_from_probs(probs, image, t, n_pixels,
+                                         footprint_threshold)
         det = QTable({'x': xy[:, 0], 'y': xy[:, 1],
                       'label': np.arange(1, len(xy) + 1)})
         dseg = SegmentationImage(segm) if len(xy) else None
@@ -157,10 +166,13 @@ def summarize_sweep(counts, thresholds=DEFAULT_THRESHOLDS,
         ``score``, their mean: the trainer's model-selection figure, which
         still ranks models that never reach 5 % contamination.
     """
+    from astro_deepcolor.evaluation import completeness_from_counts
+
     counts = np.asarray(counts, dtype=float)
-    comp = counts[:, 0] / np.maximum(counts[:, 1], 1)
-    cont = 1.0 - counts[:, 2] / np.maximum(counts[:, 3], 1)
-    cont[counts[:, 3] == 0] = 0.0
+    matched, bright, tp, n_det = counts.T
+    comp = np.nan_to_num(completeness_from_counts(
+        matched, np.zeros_like(matched), bright - matched)[0], nan=0.0)
+    cont = completeness_from_counts(tp, n_det - tp, np.zeros_like(tp))[1]
     ok = cont <= max_contamination + 1e-9
     out = {'thresholds': [float(t) for t in thresholds],
            'completeness': comp.round(4).tolist(),
@@ -193,12 +205,16 @@ class ValidationSet:
         Images per recipe (the first ones of the split: fixed seeds).
     box_size, filter_size : int, optional
         Background estimator settings (the model's).
+    footprint_threshold : float or None, optional
+        Footprint probability of the post-processing (the model's).
     """
 
-    def __init__(self, recipes, n_images, *, box_size=64, filter_size=3):
+    def __init__(self, recipes, n_images, *, box_size=64, filter_size=3,
+                 footprint_threshold=DEFAULT_FOOTPRINT_THRESHOLD):
         from astro_deepcolor.preprocessing import estimate_background, normalize
         from astro_deepcolor.simulation import iter_recipe_images
 
+        self.footprint_threshold = footprint_threshold
         self.items = []
         for name in recipes:
             for sim in iter_recipe_images(name, 'validation', n_images=n_images):
@@ -229,6 +245,7 @@ class ValidationSet:
         for name, image, truth, tseg, fwhm in self.items:
             probs = predict(image)
             c = score_sweep(probs, image, truth, tseg, fwhm,
-                            thresholds=thresholds, n_pixels=n_pixels)
+                            thresholds=thresholds, n_pixels=n_pixels,
+                            footprint_threshold=self.footprint_threshold)
             sums[name] = sums.get(name, 0) + c
         return {name: summarize_sweep(c, thresholds) for name, c in sums.items()}
