@@ -203,7 +203,7 @@ def test_manifest(tmp_path):
 
 
 def test_settings_validation():
-    with pytest.raises(ValueError, match='threshold must be a number'):
+    with pytest.raises(ValueError, match=r'threshold is the probability, in \(0, 1\]'):
         DetectSettings(threshold=1.5)
     with pytest.raises(ValueError, match='n_pixels must be an integer'):
         BatchDetector(n_pixels=0)

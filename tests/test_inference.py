@@ -71,8 +71,8 @@ class TestParameters:
         assert 'CPUExecutionProvider' in finder.backend_description
 
     @pytest.mark.parametrize(('kwargs', 'error', 'match'), [
-        ({'threshold': 1.2}, ValueError, r'threshold must be a number in \[0.0, 1.0\], got 1.2'),
-        ({'threshold': 'high'}, TypeError, 'threshold must be a number'),
+        ({'threshold': 1.2}, ValueError, r'threshold is the probability, in \(0, 1\].*got 1.2'),
+        ({'threshold': 'high'}, TypeError, "threshold is the probability.*got 'high'"),
         ({'n_pixels': 0}, ValueError, 'n_pixels must be an integer >= 1, got 0'),
         ({'n_pixels': 2.5}, TypeError, 'n_pixels must be an integer'),
         ({'connectivity': 6}, ValueError, 'connectivity must be one of 4, 8; got 6'),

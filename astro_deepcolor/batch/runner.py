@@ -49,6 +49,7 @@ from astro_deepcolor.utils._parameters import (
     check_choice,
     check_fraction,
     check_positive_int,
+    check_threshold,
 )
 
 __all__ = ['BatchDetector', 'BatchResult', 'DetectSettings', 'detect_batch',
@@ -118,7 +119,7 @@ class DetectSettings:
     catalog_format: str = 'fits'
 
     def __post_init__(self):
-        check_fraction(self.threshold, 'threshold')
+        check_threshold(self.threshold, 'threshold')
         check_positive_int(self.n_pixels, 'n_pixels')
         if self.footprint_threshold is not None:
             check_fraction(self.footprint_threshold, 'footprint_threshold')
@@ -311,6 +312,9 @@ def _detect_hdu(data, header, settings, detector=None):
         table = _empty_catalog()
     # a plain QTable: no deprecated-name mapping, and our own meta
     table = QTable(table, copy=False)
+    if wcs is None and 'sky_centroid' in table.colnames:
+        # all None without a WCS: an object column no file format takes
+        table.remove_column('sky_centroid')
     xcol, ycol = _centroid_columns(table)
     x = np.asarray(table[xcol], dtype=float)
     y = np.asarray(table[ycol], dtype=float)

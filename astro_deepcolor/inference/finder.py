@@ -39,7 +39,7 @@ import numpy as np
 from photutils.segmentation import SegmentationImage
 from photutils.utils.exceptions import NoDetectionsWarning
 
-from astro_deepcolor.exceptions import DeepColorWarning
+from astro_deepcolor.exceptions import DeepColorWarning, SmoothedImageWarning
 from astro_deepcolor.inference.backends import BACKENDS, DEVICES, resolve_backend
 from astro_deepcolor.inference.tiling import TilePlan, default_margin
 from astro_deepcolor.postprocessing import (
@@ -53,6 +53,7 @@ from astro_deepcolor.utils._parameters import (
     check_fraction,
     check_positive_int,
     check_shape,
+    check_threshold,
 )
 
 __all__ = ['DeepColorSegmentation', 'detect_sources']
@@ -143,6 +144,30 @@ def _prepare(data, mask):
 
     bad |= flat_pixels(data, bad)
     return data, bad
+
+
+#: Neighbouring-pixel noise correlation above which the input is taken to
+#: be smoothed: raw CCD images and resampled coadds measure 0 to 0.3, an
+#: image convolved with a Gaussian of 2 pixels FWHM 0.7 (see
+#: `astro_deepcolor.preprocessing.noise_correlation`).
+SMOOTHED_CORRELATION = 0.5
+
+
+def _warn_if_smoothed(data, bad, stacklevel=4):
+    """Warn when the image's noise looks convolved (a photutils habit)."""
+    from astro_deepcolor.preprocessing import noise_correlation
+
+    if min(data.shape) < 32:
+        return
+    rho = noise_correlation(data, bad)
+    if rho > SMOOTHED_CORRELATION:
+        warnings.warn(
+            f'the image looks smoothed or convolved: the noise of neighbouring '
+            f'pixels is correlated at {rho:.2f} (a raw CCD image: about 0). '
+            'Pass the raw image, neither convolved with a kernel nor '
+            'smoothed (the network does its own filtering); unlike '
+            "photutils' detect_sources, no convolution is needed",
+            SmoothedImageWarning, stacklevel=stacklevel)
 
 
 class DeepColorSegmentation:
@@ -246,7 +271,7 @@ class DeepColorSegmentation:
                  merge_fraction=0.5, footprint_threshold=0.8,
                  precision='float32', progress_bar=False, n_threads=None,
                  peak_margin=0.5):
-        self.threshold = check_fraction(threshold, 'threshold')
+        self.threshold = check_threshold(threshold, 'threshold')
         self.n_pixels = check_positive_int(n_pixels, 'n_pixels')
         self.connectivity = check_choice(connectivity, 'connectivity', (4, 8))
         self.backend = check_choice(backend, 'backend', BACKENDS)
@@ -449,6 +474,7 @@ class DeepColorSegmentation:
         if bad.all():
             warnings.warn(_NO_DETECTIONS, NoDetectionsWarning, stacklevel=3)
             return None
+        _warn_if_smoothed(data, bad)
         background, rms = self._background(data, bad) if given is None else given
         t1 = time.perf_counter()
         timings['background'] = t1 - t0
@@ -554,6 +580,7 @@ class DeepColorSegmentation:
         probs[0] = 1.0
         if bad.all():
             return probs
+        _warn_if_smoothed(data, bad, stacklevel=3)
         background, rms = self._background(data, bad) if given is None else given
 
         def sink(core, out):
@@ -705,14 +732,27 @@ def detect_sources(data, threshold, n_pixels, *, connectivity=8, mask=None,
 
     Same signature and return value as
     `photutils.segmentation.detect_sources`, but ``threshold`` is a
-    probability in [0, 1] and the sources come deblended.
+    probability in (0, 1] and the sources come deblended.
+
+    How it differs from photutils': photutils expects the
+    background-subtracted image convolved with a smoothing kernel and a
+    threshold in data units (often ``1.5 * background_rms``, a scalar or a
+    per-pixel image); here ``data`` is the raw image as it comes from the
+    telescope (not convolved, background included: the network estimates
+    the background and noise itself), and ``threshold`` is one number, the
+    probability that a pixel belongs to a source (0.5 is a good start;
+    higher is purer, lower finds fainter sources). A convolved image gives
+    many false sources and a `~astro_deepcolor.exceptions.SmoothedImageWarning`;
+    a threshold of 0, above 1 or given as an array raises an error.
+    No separate deblending step (``deblend_sources``) is needed.
 
     Parameters
     ----------
     data : 2D array-like
-        The image; need not be background subtracted.
+        The raw image; need not be background subtracted, must not be
+        convolved.
     threshold : float
-        Detection threshold: foreground probability, in [0, 1], that
+        Detection threshold: foreground probability, in (0, 1], that
         ``n_pixels`` pixels of a source must reach. Footprints extend to
         probability 0.8 when the threshold is higher (see
         `DeepColorSegmentation`, ``footprint_threshold``).
@@ -731,7 +771,7 @@ def detect_sources(data, threshold, n_pixels, *, connectivity=8, mask=None,
         The sources, or None with a
         `~photutils.utils.exceptions.NoDetectionsWarning`.
     """
-    threshold = check_fraction(threshold, 'threshold')
+    threshold = check_threshold(threshold, 'threshold')
     n_pixels = check_positive_int(n_pixels, 'n_pixels')
     check_choice(connectivity, 'connectivity', (4, 8))
     loaded = _as_model(model)
