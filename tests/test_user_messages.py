@@ -288,3 +288,30 @@ def test_photutils_baseline_names_scikit_image(monkeypatch):
     assert PhotutilsDetector.unavailable_reason() == (
         "photutils' deblending needs scikit-image, not installed "
         '(pip install scikit-image)')
+
+
+# -- the demo ---------------------------------------------------------------
+
+def test_demo_writes_truth_picture_and_flux_errors(tmp_path, capsys):
+    pytest.importorskip('matplotlib')
+    from astropy.table import QTable
+
+    out = tmp_path / 'demo'
+    assert main(['demo', '--size', '192', '--seed', '3', '--out', str(out)]) == 0
+    text = capsys.readouterr().out
+    assert 'TP: detections matched to a true source' in text
+    truth = QTable.read(out / 'demo_truth.ecsv')
+    assert len(truth) > 3
+    assert {'x', 'y', 'snr', 'found_by_cnn', 'found_by_classical'} <= set(truth.colnames)
+    catalog = QTable.read(out / 'demo_catalog.ecsv')
+    err = np.asarray(catalog['segment_flux_err'], float)
+    assert np.isfinite(err).all()
+    assert (err > 0).all()
+    assert 'sky_centroid' not in catalog.colnames
+    from PIL import Image
+
+    with Image.open(out / 'demo_comparison.png') as im:
+        assert im.size[0] >= 1200  # readable: at least 1200 px wide
+    # a rerun refuses to overwrite, and says how
+    assert main(['demo', '--size', '128', '--out', str(out)]) == 2
+    assert '--overwrite' in capsys.readouterr().err
