@@ -315,3 +315,45 @@ def test_demo_writes_truth_picture_and_flux_errors(tmp_path, capsys):
     # a rerun refuses to overwrite, and says how
     assert main(['demo', '--size', '128', '--out', str(out)]) == 2
     assert '--overwrite' in capsys.readouterr().err
+
+
+# -- the benchmark command ------------------------------------------------------
+
+def test_benchmark_quick_says_smoke_test_and_explains(tmp_path, capsys):
+    import json
+    import re
+
+    empty = tmp_path / 'no-real-data'
+    empty.mkdir()
+    out = tmp_path / 'bench'
+    args = ['benchmark', '--quick', '--out', str(out), '--no-progress',
+            '--regimes', 'clean', '--detectors', 'sep', '--shape', '64', '64',
+            '--n-images', '1', '--bootstrap', '5', '--data-dir', str(empty)]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert 'SMOKE TEST (--quick): 1 image(s) of 64 x 64 per regime' in captured.out
+    assert 'C@1%, C@5%, ...: completeness (found / true)' in captured.out
+    assert not re.search(r'\d\.\d{5,}', captured.out)  # rounded, no 17 digits
+    assert ("real-image check 'satellite streak': skipped: astride/long.fits, "
+            f'astride/long.fits.out.txt not in {empty}') in captured.err
+    report = (out / 'report.html').read_text()
+    assert '<p class="smoke">SMOKE TEST (--quick)' in report
+    assert report.count('<figcaption>') >= 3
+    assert '<th style="text-align:left">regimes</th><td style="text-align:left">clean' in report
+    assert '{"regimes"' not in report  # no raw JSON dump
+    meta = json.loads((out / 'meta.json').read_text())
+    assert meta['real_image_checks']['Gaia stars'].startswith('skipped: ')
+    # a rerun refuses to replace the results
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert 'already holds benchmark results' in err
+    assert 'use --overwrite' in err
+
+
+def test_benchmark_rejects_missing_data_dir(tmp_path, capsys):
+    out = tmp_path / 'bench'
+    assert main(['benchmark', '--quick', '--out', str(out),
+                 '--data-dir', '/nonexistent']) == 2
+    assert ("--data-dir '/nonexistent' does not exist or is not a folder"
+            in capsys.readouterr().err)
+    assert not out.exists()  # checked before running anything
