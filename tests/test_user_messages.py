@@ -6,6 +6,7 @@ command-line tool (issue 13). Each test pins the message.
 
 import importlib.util
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -151,8 +152,6 @@ def test_cli_unwritable_output_named_as_written(where, tmp_path, tiny_model_path
     image = tmp_path / 'img.fits'
     fits.writeto(image, _sky().astype(np.float32))
     if where == 'proc':
-        from pathlib import Path
-
         if not Path('/proc').is_dir():
             pytest.skip('no /proc on this system')
         target = '/proc/nope.ecsv'
@@ -357,3 +356,27 @@ def test_benchmark_rejects_missing_data_dir(tmp_path, capsys):
     assert ("--data-dir '/nonexistent' does not exist or is not a folder"
             in capsys.readouterr().err)
     assert not out.exists()  # checked before running anything
+
+
+# -- real files ---------------------------------------------------------------
+
+REAL = Path(__file__).parents[1] / '..' / 'shared' / 'data' / 'real'
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason='needs ../shared/data/real')
+@pytest.mark.shared_data
+def test_eso_image_one_warning_line(tmp_path):
+    # the ESO NTT image: 4 non-standard ESO-LOG cards and ~60 HIERARCH cards
+    # used to give 84 warning lines, 64 of them from our own header writing
+    with pytest.warns(AstropyUserWarning) as record:
+        assert main(['detect', str(REAL / 'sep' / 'image.fits'), '--quiet',
+                     '--catalog', str(tmp_path / 'c.ecsv'), '--segmentation',
+                     str(tmp_path / 's.fits'), '--regions',
+                     str(tmp_path / 'r.reg')]) == 0
+    assert len(record) == 1
+    assert 'astropy found 4 problem(s) in the file header' in str(record[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', AstropyUserWarning)  # the ESO-LOG cards
+        original = fits.getheader(REAL / 'sep' / 'image.fits')
+        header = fits.getheader(tmp_path / 's.fits')
+    assert header['ESO TEL ID'] == original['ESO TEL ID']

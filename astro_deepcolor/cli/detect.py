@@ -213,7 +213,6 @@ def _read_image(path, hdu, plane=None):
         msg = (f'{str(path)!r} is truncated or corrupt: {truncated[0].message} '
                '(a download or copy cut short?)')
         raise ValueError(msg)
-    caught = [w for w in caught if issubclass(w.category, Warning)]
     with hdul:
         if hdu is None:
             index = next((i for i, h in enumerate(hdul)
