@@ -8,7 +8,7 @@ re-invented) for detections that find nothing, exactly as photutils does.
 
 from astropy.utils.exceptions import AstropyUserWarning
 
-__all__ = ['DeepColorError', 'DeepColorWarning', 'ModelError']
+__all__ = ['DeepColorError', 'DeepColorWarning', 'ModelError', 'SmoothedImageWarning']
 
 
 class DeepColorError(RuntimeError):
@@ -21,3 +21,13 @@ class ModelError(DeepColorError, ValueError):
 
 class DeepColorWarning(AstropyUserWarning):
     """Warning for recoverable problems (e.g. masked input pixels)."""
+
+
+class SmoothedImageWarning(DeepColorWarning):
+    """
+    The image looks smoothed or convolved.
+
+    The network was trained on raw images, whose neighbouring pixels have
+    independent noise; photutils scripts convolve the image with a kernel
+    before ``detect_sources``, which this detector must not be given.
+    """

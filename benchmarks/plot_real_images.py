@@ -33,11 +33,13 @@ repository root::
 
     OMP_NUM_THREADS=1 python benchmarks/plot_real_images.py [--model FILE]
 
-Without ``../shared/data/real`` the script says so and exits with status 0.
+Without ``../shared/data/real`` (or with no readable image in it) the script
+says so on stderr and exits with status 1: no figure was made.
 """
 
 import argparse
 import io
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -513,12 +515,14 @@ def main(argv=None):
     root = Path(args.data_dir)
     if not root.is_dir():
         print(f'No real images: {root} does not exist (it is ../shared/data/real '
-              'next to the repository, not part of it). Nothing done.')
-        return 0
+              'next to the repository, not part of it; give --data-dir). '
+              'Nothing done.', file=sys.stderr)
+        return 1
     images = _load_images(root)
     if not images:
-        print(f'No readable real image found under {root}. Nothing done.')
-        return 0
+        print(f'No readable real image found under {root}. Nothing done.',
+              file=sys.stderr)
+        return 1
 
     import matplotlib
 

@@ -67,6 +67,7 @@ def test_astro_form_loads_and_matches_torch(net, exported):
     assert 'BatchNormalization' not in ops
 
 
+@pytest.mark.slow  # two exports and onnxruntime sessions: about a minute on 2 cores
 def test_sourcextractor_form(net, tmp_path):
     path = export_onnx(net, tmp_path / 'sx.onnx', form='sourcextractor',
                        tile_size=64)
@@ -120,6 +121,7 @@ def test_verify_detects_mismatch(net, exported):
     assert verify_onnx(exported.read_bytes(), net) < 1e-4
 
 
+@pytest.mark.slow  # a full checkpoint export with the parity check: about a minute
 def test_cli_export_from_checkpoint(net, tmp_path):
     from astro_deepcolor.cli import main
 

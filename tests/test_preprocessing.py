@@ -120,8 +120,14 @@ def test_invalid_parameters():
         estimate_background(img, box_size=2)
     with pytest.raises(ValueError, match='subsample must divide box_size'):
         estimate_background(img, box_size=64, subsample=3)
-    with pytest.raises(ValueError, match='no mesh has enough valid'):
+    with pytest.raises(ValueError, match='the image has no finite pixel'):
         estimate_background(np.full((64, 64), np.nan))
+    mostly_masked = np.ones((64, 64), bool)
+    mostly_masked[:4, :4] = False
+    with pytest.raises(ValueError, match=r'no 64 x 64 background mesh has 50% '
+                                         r'usable pixels: 16 of 4096'):
+        estimate_background(np.random.default_rng(1).normal(size=(64, 64)),
+                            mask=mostly_masked)
 
 
 def test_normalize():

@@ -49,6 +49,15 @@ class PhotutilsDetector(BaseDetector):
         self.n_levels = int(n_levels)
         self.contrast = float(contrast)
 
+    @classmethod
+    def _check_available(cls):
+        from importlib.util import find_spec
+
+        if find_spec('skimage') is None:
+            return ("photutils' deblending needs scikit-image, not installed "
+                    '(pip install scikit-image)')
+        return None
+
     def _prepare(self, data, mask):
         from astropy.convolution import convolve
         from photutils.background import Background2D, SExtractorBackground

@@ -28,7 +28,8 @@ SUBCOMMANDS = {
 
 # Exceptions that are the user's input problem: print one line, exit 2.
 _USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError,
-                IsADirectoryError, PermissionError, OSError, KeyError)
+                IsADirectoryError, PermissionError, OSError, KeyError,
+                ModuleNotFoundError)
 
 
 def _build_parser(argv):
@@ -44,6 +45,7 @@ def _build_parser(argv):
     # Only import the module of the requested subcommand (fast, no torch);
     # the others get a placeholder parser so --help lists them all.
     wanted = next((a for a in argv if a in SUBCOMMANDS), None)
+    parser._subcommand_parsers = {}
     for name, (module, help_text) in SUBCOMMANDS.items():
         if name == wanted:
             mod = import_module(f'astro_deepcolor.cli.{module}')
@@ -51,6 +53,7 @@ def _build_parser(argv):
                                 description=help_text)
             mod.add_parser(sp)
             sp.set_defaults(_run=mod.run)
+            parser._subcommand_parsers[name] = sp
         else:
             sub.add_parser(name, help=help_text, add_help=False)
     return parser
@@ -72,14 +75,22 @@ def main(argv=None):
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = _build_parser(argv)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # the subcommand's usage, not the top-level one
+        sub = parser._subcommand_parsers.get(args.command, parser)
+        sub.error(f'unrecognized arguments: {" ".join(unknown)}')
     try:
         status = args._run(args)
     except KeyboardInterrupt:
         print('astro-deepcolor: interrupted', file=sys.stderr)
         return 130
     except _USER_ERRORS as exc:
-        print(f'astro-deepcolor {args.command}: error: {exc}', file=sys.stderr)
+        text = str(exc)
+        if isinstance(exc, ModuleNotFoundError) and 'pip install' not in text:
+            text += ('; pip install "astro-deepcolor[all]" installs every '
+                     'optional dependency')
+        print(f'astro-deepcolor {args.command}: error: {text}', file=sys.stderr)
         return 2
     return 0 if status is None else int(status)
 

@@ -9,7 +9,10 @@ One image::
 
 writes a catalogue (ECSV or FITS, chosen by the extension; sky
 coordinates when the image has a celestial WCS), a segmentation image
-(int32, with the input header and WCS) and DS9 regions. Existing files
+(int32, with the input header and WCS) and DS9 regions (in sky
+coordinates when the image has a celestial WCS, in pixels otherwise).
+``image.fits[1]`` or ``--hdu`` selects an HDU, ``--plane N`` a plane of a
+data cube. Existing files
 are never replaced without ``--overwrite``; every file is written under a
 temporary name and renamed into place when complete. ``--weight
 FILE[HDU]`` with ``--weight-type weight|variance|rms`` gives the noise
@@ -107,7 +110,11 @@ def add_parser(parser):
                         help='FITS image(s); several inputs, directories or '
                              'globs use the batch mode (with --out)')
     parser.add_argument('--hdu', default=None,
-                        help='HDU number or EXTNAME (default: first image HDU)')
+                        help='HDU number or EXTNAME (default: first image HDU); '
+                             'IMAGE[HDU] works too, e.g. image.fits[1]')
+    parser.add_argument('--plane', type=int, default=None,
+                        help='plane of a data cube (0-based, along the '
+                             'leading axes)')
     parser.add_argument('--mask', default=None, metavar='MASK.fits[HDU]',
                         help='FITS mask image, non-zero = bad pixel (in '
                              'batch mode: applied to every image)')
@@ -199,10 +206,45 @@ def _check_output_path(path, option):
     return path
 
 
-def _read_image(path, hdu):
+def _split_hdu_suffix(path, hdu):
+    """``file.fits[1]`` / ``file.fits[SCI]``: return (path, hdu)."""
+    text = str(path)
+    if text.endswith(']') and '[' in text and not Path(text).exists():
+        base, _, inside = text[:-1].rpartition('[')
+        inside = inside.strip()
+        if base and inside:
+            if hdu is not None and str(hdu) != inside:
+                msg = (f'{text!r} selects HDU {inside!r} and --hdu selects '
+                       f'{hdu!r}: give one of them')
+                raise ValueError(msg)
+            return base, inside
+    return text, hdu
+
+
+def _summarise_header_warnings(path, caught):
+    """One line for the warnings astropy gave about the user's file."""
+    from astropy.utils.exceptions import AstropyUserWarning
+
+    seen = {}
+    for w in caught:
+        seen.setdefault(str(w.message), w)
+    caught = list(seen.values())
+    if not caught:
+        return
+    first = str(caught[0].message).strip().replace('\n', ' ')
+    if len(first) > 120:
+        first = first[:117] + '...'
+    more = f' (and {len(caught) - 1} more like it)' if len(caught) > 1 else ''
+    warnings.warn(f'{path}: astropy found {len(caught)} problem(s) in the file '
+                  f'header, used as is; first: {first}{more}',
+                  AstropyUserWarning, stacklevel=3)
+
+
+def _read_image(path, hdu, plane=None):
     """Return (data, header, hdu index) of the image HDU."""
     from astropy.io import fits
 
+    path, hdu = _split_hdu_suffix(path, hdu)
     path = Path(path)
     if not path.exists():
         msg = f'input file {str(path)!r} does not exist'
@@ -210,11 +252,19 @@ def _read_image(path, hdu):
     if path.is_dir():
         msg = f'input {str(path)!r} is a directory; use --out DIR for batch mode'
         raise IsADirectoryError(msg)
-    try:
-        hdul = fits.open(path, memmap=False, lazy_load_hdus=False)
-    except (OSError, ValueError, TypeError) as exc:
-        msg = f'{str(path)!r} is not a readable FITS file ({exc})'
-        raise ValueError(msg) from None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        try:
+            hdul = fits.open(path, memmap=False, lazy_load_hdus=False)
+        except (OSError, ValueError, TypeError) as exc:
+            msg = f'{str(path)!r} is not a readable FITS file ({exc})'
+            raise ValueError(msg) from None
+    truncated = [w for w in caught if 'truncated' in str(w.message)]
+    if truncated:
+        hdul.close()
+        msg = (f'{str(path)!r} is truncated or corrupt: {truncated[0].message} '
+               '(a download or copy cut short?)')
+        raise ValueError(msg)
     with hdul:
         if hdu is None:
             index = next((i for i, h in enumerate(hdul)
@@ -231,19 +281,61 @@ def _read_image(path, hdu):
                 msg = f'--hdu {hdu!r}: {str(path)!r} has no such HDU ({len(hdul)} HDUs)'
                 raise ValueError(msg) from None
         h = hdul[index]
-        if not getattr(h, 'is_image', False) or h.data is None:
+        try:
+            data = h.data if getattr(h, 'is_image', False) else None
+        except (ValueError, OSError) as exc:  # e.g. cannot reshape: short data
+            msg = (f'{str(path)!r} is truncated or corrupt: HDU {index!r} cannot '
+                   f'be read ({exc})')
+            raise ValueError(msg) from None
+        if data is None:
             msg = f'HDU {index!r} of {str(path)!r} has no image data (--hdu)'
             raise ValueError(msg)
-        data = h.data
+        if plane is not None:
+            if data.ndim < 3:
+                msg = (f'--plane {plane}: HDU {index!r} of {str(path)!r} is a 2D '
+                       f'image (shape {data.shape!r}), not a cube')
+                raise ValueError(msg)
+            planes = data.reshape(-1, *data.shape[-2:])
+            if not -len(planes) <= plane < len(planes):
+                msg = (f'--plane {plane}: HDU {index!r} of {str(path)!r} has '
+                       f'{len(planes)} planes (0 to {len(planes) - 1})')
+                raise ValueError(msg)
+            data = planes[plane]
         if data.ndim > 2 and all(s == 1 for s in data.shape[:-2]):
             data = data.reshape(data.shape[-2:])
         if data.ndim != 2:
-            msg = (f'HDU {index} of {str(path)!r} is not a 2D image (shape '
-                   f'{data.shape!r}); select one with --hdu')
+            n = int(np.prod(data.shape[:-2]))
+            msg = (f'HDU {index!r} of {str(path)!r} is a cube of shape '
+                   f'{data.shape!r}: {n} planes of {data.shape[-2]} x '
+                   f'{data.shape[-1]} pixels; select one with --plane N '
+                   f'(0 to {n - 1})')
             raise ValueError(msg)
         from astro_deepcolor.pipeline import merged_header
 
-        return np.asarray(data), merged_header(hdul, index), index
+        with warnings.catch_warnings(record=True) as more:
+            warnings.simplefilter('always')
+            header = merged_header(hdul, index)
+            for card in header.cards:  # parse every card now, warn once
+                card.verify('silentfix')
+        caught += more
+    _summarise_header_warnings(path, caught)
+    return np.asarray(data), header, index
+
+
+def _celestial_wcs(header):
+    from astropy.wcs import WCS
+
+    with warnings.catch_warnings():
+        # FITSFixedWarning: astropy repairs the WCS; header-card warnings
+        # were already summarised once by _read_image
+        warnings.simplefilter('ignore')
+        try:
+            wcs = WCS(header, naxis=2)
+        except Exception:
+            return None
+    if not wcs.has_celestial:
+        return None
+    return wcs
 
 
 def _segmentation_hdu(segm_data, header, info):
@@ -254,12 +346,9 @@ def _segmentation_hdu(segm_data, header, info):
         key = card.keyword
         if key in _STRUCTURAL or key.startswith(('NAXIS', 'ZNAXIS', 'ZTILE')):
             continue
-        if key == 'COMMENT':
-            out.add_comment(str(card.value))
-        elif key == 'HISTORY':
-            out.add_history(str(card.value))
-        elif key:
-            out.append((key, card.value, card.comment))
+        # the card object itself: no re-parsing, so no warnings about
+        # HIERARCH keywords or long values the input already had
+        out.append(card)
     hdu = fits.PrimaryHDU(segm_data, header=out)
     hdu.header['EXTNAME'] = ('SEGMENTATION', 'deep-coloring source labels')
     for key, value, comment in info:
@@ -268,13 +357,15 @@ def _segmentation_hdu(segm_data, header, info):
     return hdu
 
 
-def _write_regions(table, path, shape, overwrite):
+def _write_regions(table, path, shape, overwrite, wcs=None):
     from regions import EllipsePixelRegion, PixCoord, PointPixelRegion, Regions
 
     from astro_deepcolor.utils._io import atomic_path
 
     regs = []
     for row in table:
+        if not (np.isfinite(row['x_centroid']) and np.isfinite(row['y_centroid'])):
+            continue  # no centroid (non-positive flux): nothing to draw
         center = PixCoord(float(row['x_centroid']), float(row['y_centroid']))
         meta = {'text': str(int(row['label']))}
         if shape == 'point':
@@ -290,8 +381,22 @@ def _write_regions(table, path, shape, overwrite):
         regs.append(EllipsePixelRegion(center, width=max(6 * a, 1.0),
                                        height=max(6 * b, 1.0), angle=angle,
                                        meta=meta))
+    if wcs is not None:
+        # sky coordinates (fk5/icrs) when the image has a celestial WCS, so
+        # the regions also overlay other images of the field in DS9
+        regs = [r.to_sky(wcs) for r in regs]
     with atomic_path(path, overwrite=overwrite, name='region') as tmp:
         Regions(regs).write(str(tmp), format='ds9')
+
+
+def _require(module, what):
+    """Fail before any work when an optional dependency is missing."""
+    from importlib.util import find_spec
+
+    if find_spec(module) is None:
+        msg = (f'{what} needs the {module!r} package, not installed here: '
+               'pip install "astro-deepcolor[all]"')
+        raise ModuleNotFoundError(msg)
 
 
 def run_batch(args):
@@ -309,6 +414,10 @@ def run_batch(args):
         0 if every image was processed, 1 if some failed (see the
         manifest).
     """
+    if args.plane is not None:
+        msg = '--plane selects a plane of one cube: give one IMAGE, without --out'
+        raise ValueError(msg)
+    _require('distributed', 'batch mode (several inputs or --out)')
     from astro_deepcolor.batch import BatchDetector
 
     if args.out is None:
@@ -386,6 +495,8 @@ def run(args):
     catalog = _check_output_path(args.catalog, '--catalog')
     segmentation = _check_output_path(args.segmentation, '--segmentation')
     regions = _check_output_path(args.regions, '--regions')
+    if regions is not None:
+        _require('regions', '--regions')
     if catalog is None and segmentation is None and regions is None:
         msg = 'nothing to write: give --catalog, --segmentation and/or --regions'
         raise ValueError(msg)
@@ -402,7 +513,7 @@ def run(args):
         msg = '--catalog, --segmentation and --regions must be different files'
         raise ValueError(msg)
 
-    data, header, index = _read_image(args.inputs[0], args.hdu)
+    data, header, index = _read_image(args.inputs[0], args.hdu, args.plane)
     hdu_index = index if isinstance(index, int) else None
     mask = weight = None
     if args.mask:
@@ -411,6 +522,7 @@ def run(args):
     if args.weight:
         weight = read_fits_map(args.weight, data.shape, option='--weight',
                                hdu=hdu_index)
+    wcs = _celestial_wcs(header)
     progress = not args.quiet and data.size > _PROGRESS_PIXELS
     finder = make_finder(args, progress_bar=progress)
     with warnings.catch_warnings():
@@ -421,6 +533,8 @@ def run(args):
     n_sources = 0 if segm is None else segm.n_labels
     table.meta['image'] = str(args.inputs[0])
     table.meta['hdu'] = index if isinstance(index, int) else str(index)
+    if args.plane is not None:
+        table.meta['plane'] = args.plane
 
     if segmentation is not None:
         from astro_deepcolor.utils._io import atomic_path
@@ -439,7 +553,7 @@ def run(args):
     if catalog is not None:
         write_catalog(table, catalog, overwrite=args.overwrite)
     if regions is not None:
-        _write_regions(table, regions, args.region_shape, args.overwrite)
+        _write_regions(table, regions, args.region_shape, args.overwrite, wcs)
     if not args.quiet:
         print(f'{args.inputs[0]}: {n_sources} sources '
               f'({finder.backend_description})', file=sys.stderr)

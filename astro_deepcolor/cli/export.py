@@ -48,11 +48,19 @@ def run(args):
     status : int
         0 on success.
     """
-    try:
-        from astro_deepcolor.model.export import export_onnx
-    except ImportError as exc:
-        msg = f'export needs PyTorch and onnx (pip install astro-deepcolor[train]): {exc}'
-        raise ValueError(msg) from None
+    from importlib.util import find_spec
+
+    # Check before reading or writing anything: one line that says what
+    # to install (PyTorch reads the checkpoint, onnx writes the model).
+    missing = [name for name, module in (('torch', 'torch'), ('onnx', 'onnx'),
+                                         ('onnxscript', 'onnxscript'))
+               if find_spec(module) is None]
+    if missing:
+        msg = (f'export-onnx needs {", ".join(missing)}, not installed here: '
+               'pip install "astro-deepcolor[train]"')
+        raise ModuleNotFoundError(msg)
+    from astro_deepcolor.model.export import export_onnx
+
     form = 'sourcextractor' if args.sourcextractor else 'astro_deepcolor'
     path = export_onnx(args.checkpoint, args.output, form=form,
                        overwrite=args.overwrite, atol=args.atol,

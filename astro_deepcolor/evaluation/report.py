@@ -434,8 +434,8 @@ def plot_examples(result, summary, path):
         if any(name in result.examples[r]['detections'] for r in regimes):
             shown.append(name)
     ncol = 2 + len(shown)
-    fig, axes = plt.subplots(len(regimes), ncol, figsize=(3.2 * ncol,
-                                                           3.3 * len(regimes)),
+    fig, axes = plt.subplots(len(regimes), ncol, figsize=(3.4 * ncol,
+                                                           3.8 * len(regimes) + 0.8),
                              squeeze=False)
     for row, regime in zip(axes, regimes, strict=True):
         ex = result.examples[regime]
@@ -445,11 +445,13 @@ def plot_examples(result, summary, path):
         cont = ex['contaminants']
         if cont.any():
             row[0].contour(cont > 0, levels=[0.5], colors='y', linewidths=0.4)
-        row[0].set_title(f'{regime}: input (contaminants yellow)', fontsize=8)
+        row[0].set_title(f'{regime} regime: input image\n(contaminants outlined '
+                         'in yellow)', fontsize=9)
         tseg = ex['truth_seg']
         row[1].imshow(tseg.data, origin='lower', cmap=tseg.cmap,
                       interpolation='nearest')
-        row[1].set_title(f'truth: {len(ex["truth"])} footprints', fontsize=8)
+        row[1].set_title(f'truth: {len(ex["truth"])} source\nfootprints',
+                         fontsize=9)
         for ax, name in zip(row[2:], shown, strict=True):
             op = summary[(summary['regime'] == regime)
                          & (summary['detector'] == name)]
@@ -467,16 +469,28 @@ def plot_examples(result, summary, path):
                           cmap=segm.cmap, alpha=0.45, interpolation='nearest')
             ax.plot(ex['truth']['x'], ex['truth']['y'], '+', color='c', ms=4,
                     mew=0.6)
-            ax.set_title(f'{name} at {label}: {len(table)} detections',
-                         fontsize=8)
+            unit = 'probability' if name == 'cnn' else 'sigma'
+            ax.set_title(f'{name}, threshold {label} {unit}:\n'
+                         f'{len(table)} detections', fontsize=9)
         ny, nx = ex['data'].shape
         for ax in row:
             ax.set_xlim(-0.5, nx - 0.5)
             ax.set_ylim(-0.5, ny - 0.5)
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    fig.legend(handles=[
+        Line2D([], [], color='y', lw=1, label='contaminant outline'),
+        Line2D([], [], marker='+', ls='', color='c', ms=7,
+               label='true source position'),
+        Patch(color='tab:orange', alpha=0.45,
+              label="detected footprints (one colour per source), at the "
+                    "detector's operating point"),
+    ], loc='lower center', ncol=3, fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.savefig(path, dpi=90)
     plt.close(fig)
     return True
 
@@ -632,6 +646,61 @@ def headline_rst(summary, *, reference='sep', level=5):
         f'(No CNN and {reference} rows in this run.)\n')
 
 
+#: Title and caption of each figure of the HTML report.
+_CAPTIONS = {
+    'benchmark_completeness_contamination': (
+        'Completeness against contamination',
+        'Each curve is one detector swept over its threshold (probability for '
+        'the CNN, multiples of the background sigma for the others); up and '
+        'left is better. Completeness = true sources found / true sources; '
+        'contamination = unmatched detections / detections.'),
+    'benchmark_completeness_mag': (
+        'Completeness against magnitude',
+        'Fraction of true sources found per magnitude and per S/N bin, at '
+        "each detector's operating point (best completeness at <= 5 % "
+        'contamination).'),
+    'benchmark_astrometry_photometry': (
+        'Positions and fluxes of the matched sources',
+        "Centroid error and flux ratio of the matched sources at each "
+        "detector's operating point, per signal-to-noise bin."),
+    'benchmark_fp_classes': (
+        'False positives per contaminant class',
+        "False positives per image at each detector's operating point, "
+        "charged to the contaminant classes under their footprint ('none': "
+        'noise or fragments of real sources).'),
+    'benchmark_examples': (
+        'Examples',
+        'One test image per regime with each detector\'s detections at its '
+        'operating point.'),
+}
+
+_COLUMN_NOTES_HTML = (
+    '<p><b>Columns.</b> n_truth: true sources; completeness_at_Xpct: '
+    'completeness at the threshold where contamination is X %, nan when the '
+    'detector never gets that clean; completeness_bright_*: the same for '
+    'sources with S/N &ge; 5; min_contamination: lowest contamination of the '
+    'sweep; operating_*: the operating point (best completeness at &le; 5 % '
+    'contamination, else the cleanest point); deblend_success: fraction of '
+    'close true pairs found as two sources; fp_total: false positives at the '
+    'operating point.</p>')
+
+
+def _settings_table(meta):
+    """The run settings as a two-column HTML table."""
+    rows = []
+    for key, value in meta.items():
+        if isinstance(value, dict):
+            text = '<br>'.join(f'{html.escape(str(k))}: {html.escape(str(v))}'
+                               for k, v in value.items()) or 'none'
+        elif isinstance(value, (list, tuple)):
+            text = html.escape(', '.join(str(v) for v in value)) or 'none'
+        else:
+            text = html.escape('default' if value is None else str(value))
+        rows.append(f'<tr><th style="text-align:left">{html.escape(str(key))}'
+                    f'</th><td style="text-align:left">{text}</td></tr>')
+    return '<table>' + ''.join(rows) + '</table>'
+
+
 def summary_rst(summary):
     """
     The detection summary as a reStructuredText list-table (for the docs).
@@ -778,19 +847,34 @@ def write_outputs(result, curves, summary, binned, fp_table, out_dir, *,
     files['meta'].write_text(json.dumps(meta, indent=2, default=str))
 
     parts = ['<!DOCTYPE html><html><head><meta charset="utf-8">'
-             '<title>astro_deepcolor benchmark</title></head><body>',
-             '<h1>astro_deepcolor detection benchmark</h1>',
-             f'<p>Run settings: <code>{html.escape(json.dumps(meta, default=str))}'
-             '</code></p>']
+             '<title>astro_deepcolor benchmark</title><style>'
+             'body{font-family:sans-serif;max-width:1200px;margin:auto}'
+             'table{border-collapse:collapse;font-size:90%}'
+             'td,th{border:1px solid #999;padding:2px 6px;text-align:right}'
+             'th{background:#eee} .smoke{background:#fee;border:2px solid #c00;'
+             'padding:8px;font-weight:bold} figure{margin:1em 0}'
+             'figcaption{font-size:90%;color:#333;max-width:1000px}'
+             'img{max-width:100%}</style></head><body>',
+             '<h1>astro_deepcolor detection benchmark</h1>']
+    if meta.get('smoke_test') or meta.get('quick'):
+        parts.append('<p class="smoke">'
+                     + html.escape(meta.get('smoke_test') or
+                                   'SMOKE TEST (--quick): the numbers only show '
+                                   'that every step runs') + '</p>')
+    parts.append('<h2>Run settings</h2>' + _settings_table(meta))
     if result.skipped:
         parts.append('<p>Skipped detectors: ' + '; '.join(
             f'<b>{html.escape(k)}</b>: {html.escape(v)}'
             for k, v in result.skipped.items()) + '</p>')
     parts.append('<h2>Summary</h2>')
     parts.append(_html_table(summary, SUMMARY_COLUMNS))
+    parts.append(_COLUMN_NOTES_HTML)
     fp_cols = [c for c in summary.colnames if c.startswith('fp_')]
     parts.append('<h3>False positives per contaminant class (operating point)</h3>')
     parts.append(_html_table(summary, ['regime', 'detector', *fp_cols]))
+    parts.append('<p>Unmatched detections at the operating point whose footprint '
+                 'touches pixels of each simulated contaminant class '
+                 '(fp_total: all unmatched detections).</p>')
     kinds = binned[[q.startswith('kind:') for q in binned['quantity']]]
     if len(kinds):
         parts.append('<h3>Completeness per source kind (operating point)</h3>')
@@ -800,7 +884,10 @@ def write_outputs(result, curves, summary, binned, fp_table, out_dir, *,
                 'benchmark_astrometry_photometry', 'benchmark_fp_classes',
                 'benchmark_examples'):
         if key in files:
-            parts.append(f'<h2>{key}</h2><img src="{files[key].name}">')
+            title, caption = _CAPTIONS[key]
+            parts.append(f'<h2>{html.escape(title)}</h2><figure>'
+                         f'<img src="{files[key].name}" alt="{html.escape(title)}">'
+                         f'<figcaption>{html.escape(caption)}</figcaption></figure>')
     if 'real_data' in files:
         parts.append('<h2>Real-image checks</h2>')
         parts.append(_html_table(real, real.colnames))

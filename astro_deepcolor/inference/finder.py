@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 from photutils.segmentation import SegmentationImage
 
-from astro_deepcolor.exceptions import DeepColorWarning
+from astro_deepcolor.exceptions import DeepColorWarning, SmoothedImageWarning
 from astro_deepcolor.inference.backends import BACKENDS, DEVICES, resolve_backend
 from astro_deepcolor.inference.tiling import TilePlan, default_margin
 from astro_deepcolor.postprocessing import (
@@ -53,6 +53,7 @@ from astro_deepcolor.utils._parameters import (
     check_fraction,
     check_positive_int,
     check_shape,
+    check_threshold,
 )
 
 __all__ = ['DeepColorSegmentation', 'detect_sources', 'resolve_threshold']
@@ -198,7 +199,31 @@ def resolve_threshold(threshold, config):
                    f'the model; its operating points are: {names}')
             raise ValueError(msg)
         return float(points[threshold])
-    return check_fraction(threshold, 'threshold')
+    return check_threshold(threshold, 'threshold')
+
+
+#: Neighbouring-pixel noise correlation above which the input is taken to
+#: be smoothed: raw CCD images and resampled coadds measure 0 to 0.3, an
+#: image convolved with a Gaussian of 2 pixels FWHM 0.7 (see
+#: `astro_deepcolor.preprocessing.noise_correlation`).
+SMOOTHED_CORRELATION = 0.5
+
+
+def _warn_if_smoothed(data, bad, stacklevel=4):
+    """Warn when the image's noise looks convolved (a photutils habit)."""
+    from astro_deepcolor.preprocessing import noise_correlation
+
+    if min(data.shape) < 32:
+        return
+    rho = noise_correlation(data, bad)
+    if rho > SMOOTHED_CORRELATION:
+        warnings.warn(
+            f'the image looks smoothed or convolved: the noise of neighbouring '
+            f'pixels is correlated at {rho:.2f} (a raw CCD image: about 0). '
+            'Pass the raw image, neither convolved with a kernel nor '
+            'smoothed (the network does its own filtering); unlike '
+            "photutils' detect_sources, no convolution is needed",
+            SmoothedImageWarning, stacklevel=stacklevel)
 
 
 class DeepColorSegmentation:
@@ -522,6 +547,8 @@ class DeepColorSegmentation:
         t0 = time.perf_counter()
         data, bad = _prepare(data, mask)
         given = self._check_background(data, background, rms)
+        if not bad.all():
+            _warn_if_smoothed(data, bad)
         if given is None and not bad.all():
             given = self._background(data, bad)
         segm = self._segment_prepared(data, bad, *(given or (None, None)),
@@ -645,6 +672,7 @@ class DeepColorSegmentation:
         probs[0] = 1.0
         if bad.all():
             return probs
+        _warn_if_smoothed(data, bad, stacklevel=3)
         background, rms = self._background(data, bad) if given is None else given
 
         def sink(core, out):
@@ -798,12 +826,25 @@ def detect_sources(data, threshold, n_pixels, *, connectivity=8, mask=None,
 
     Same signature and return value as
     `photutils.segmentation.detect_sources`, but ``threshold`` is a
-    probability in [0, 1] and the sources come deblended.
+    probability in (0, 1] and the sources come deblended.
+
+    How it differs from photutils': photutils expects the
+    background-subtracted image convolved with a smoothing kernel and a
+    threshold in data units (often ``1.5 * background_rms``, a scalar or a
+    per-pixel image); here ``data`` is the raw image as it comes from the
+    telescope (not convolved, background included: the network estimates
+    the background and noise itself), and ``threshold`` is one number, the
+    probability that a pixel belongs to a source (0.5 is a good start;
+    higher is purer, lower finds fainter sources). A convolved image gives
+    many false sources and a `~astro_deepcolor.exceptions.SmoothedImageWarning`;
+    a threshold of 0, above 1 or given as an array raises an error.
+    No separate deblending step (``deblend_sources``) is needed.
 
     Parameters
     ----------
     data : 2D array-like
-        The image; need not be background subtracted.
+        The raw image; need not be background subtracted, must not be
+        convolved.
     threshold : float or str
         Detection threshold: foreground probability, in [0, 1], that
         ``n_pixels`` pixels of a source must reach, or the name of one of

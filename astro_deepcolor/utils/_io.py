@@ -38,6 +38,20 @@ def check_writable(path, *, overwrite=False, name='output'):
         msg = (f'{name} file {str(path)!r} exists; use overwrite=True '
                '(--overwrite on the command line) to replace it')
         raise FileExistsError(msg)
+    # The nearest existing folder must be a writable folder (the missing
+    # ones are created): fail now, before any work, naming the path as
+    # the user wrote it.
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        msg = (f'cannot write {name} file {str(path)!r}: {str(parent)!r} is '
+               'a file, not a folder')
+        raise NotADirectoryError(msg)
+    if parent.exists() and not os.access(parent, os.W_OK | os.X_OK):
+        msg = (f'cannot write {name} file {str(path)!r}: no permission to '
+               f'write in {str(parent)!r}')
+        raise PermissionError(msg)
     return path
 
 
@@ -66,10 +80,16 @@ def atomic_path(path, *, overwrite=False, name='output'):
         The temporary path to write to.
     """
     path = check_writable(path, overwrite=overwrite, name=name)
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = ''.join(path.suffixes) or '.tmp'
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.stem}.', suffix=suffix,
-                               dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f'.{path.stem}.', suffix=suffix,
+                                   dir=path.parent)
+    except OSError as exc:
+        # name the file the user asked for, not our temporary name
+        msg = (f'cannot write {name} file {str(path)!r}: creating a file in '
+               f'{str(path.parent)!r} failed ({exc.strerror or exc})')
+        raise type(exc)(msg) from None
     os.close(fd)
     tmp = Path(tmp)
     tmp.unlink()  # writers such as astropy refuse to write over a file

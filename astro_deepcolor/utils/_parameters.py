@@ -18,7 +18,20 @@ __all__ = [
     'check_positive_int',
     'check_seed',
     'check_shape',
+    'check_threshold',
 ]
+
+
+def _describe(value):
+    """A short description of a value: arrays by shape and range."""
+    array = np.asanyarray(value) if isinstance(value, (np.ndarray, list, tuple)) else None
+    if array is not None and array.ndim > 0:
+        text = f'an array of shape {array.shape!r}'
+        if array.size and array.dtype.kind in 'iuf':
+            with np.errstate(invalid='ignore'):
+                text += f' (values {np.nanmin(array):.3g} to {np.nanmax(array):.3g})'
+        return text
+    return repr(value)
 
 
 def check_seed(seed, name='seed'):
@@ -177,9 +190,49 @@ def check_fraction(value, name, *, low=0.0, high=1.0):
         The value as a Python float.
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        msg = f'{name} must be a number in [{low}, {high}], got {value!r}'
+        msg = f'{name} must be a number in [{low}, {high}], got {_describe(value)}'
         raise TypeError(msg)
     if not (low <= value <= high):  # also rejects NaN
         msg = f'{name} must be a number in [{low}, {high}], got {value!r}'
+        raise ValueError(msg)
+    return float(value)
+
+
+def check_threshold(value, name='threshold'):
+    """
+    Validate a detection threshold: one foreground probability in (0, 1].
+
+    photutils habits get a message that says what the threshold is: a
+    per-pixel threshold image, a threshold in data units or in sigma
+    (above 1) and 0 (every pixel would be a source) are refused.
+
+    Parameters
+    ----------
+    value : float
+        The threshold.
+    name : str, optional
+        The parameter name used in error messages.
+
+    Returns
+    -------
+    value : float
+        The threshold as a Python float.
+    """
+    what = (f'{name} is the probability, in (0, 1], that a pixel belongs to '
+            'a source (e.g. 0.5), not a level in data units or in sigma as '
+            "in photutils' detect_sources")
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        msg = f'{what}; got {_describe(value)}'
+        if np.ndim(value) > 0:
+            msg += ('. A per-pixel threshold image is not needed: the network '
+                    'estimates the background and noise itself')
+        raise TypeError(msg)
+    if value == 0:
+        msg = f'{what}; got {value!r}, which would make the whole image one source'
+        raise ValueError(msg)
+    if not (0 < value <= 1):  # also rejects NaN
+        msg = f'{what}; got {value!r}'
         raise ValueError(msg)
     return float(value)
