@@ -517,8 +517,10 @@ def test_detect_mosaic_equals_in_memory(tiny_model_path, threshold):
     from astro_deepcolor.batch import detect_mosaic
     from astro_deepcolor.inference import DeepColorSegmentation
 
+    # The peak merge is not applied across chunks (see detect_mosaic).
     finder = DeepColorSegmentation(threshold=threshold, n_pixels=5,
-                                   model=tiny_model_path, tile_shape=256)
+                                   model=tiny_model_path, tile_shape=256,
+                                   peak_margin=None)
     sim = simulate_image((448, 384), seed=3, density=2.0)
     data = np.array(sim.data)
     data[100:104, 200:260] = np.nan  # bad pixels, crossing a chunk edge
@@ -546,7 +548,7 @@ def test_detect_mosaic_on_the_cluster_equals_in_memory(tiny_model_path, client):
 
     finder = DeepColorSegmentation(threshold=0.5, n_pixels=5,
                                    model=tiny_model_path, tile_shape=256,
-                                   n_threads=1)
+                                   n_threads=1, peak_margin=None)
     sim = simulate_image((384, 320), seed=4, density=2.0)
     segm = finder(sim.data)
     labels, n = detect_mosaic(da.from_array(np.array(sim.data), chunks=128),

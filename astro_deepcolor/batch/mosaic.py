@@ -537,7 +537,12 @@ def detect_mosaic(image, finder=None, *, mask=None, weight=None,
         The segmentation (0 = background), computed lazily from a
         persisted colour map: ``labels.compute()`` when it fits in memory,
         ``labels.to_zarr(...)`` otherwise. Equal, label for label, to
-        ``finder(image)`` on the whole image.
+        ``finder(image)`` on the whole image when ``finder.peak_margin`` is
+        None: the merge of segments without a peak of their own
+        (`~astro_deepcolor.postprocessing.merge_peakless`) is not applied
+        across chunks in this release, so a mosaic can keep a few pieces
+        of bright sources (rings of another colour) that ``finder(image)``
+        merges.
     n_labels : int
         The number of sources.
 
