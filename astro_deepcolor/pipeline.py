@@ -116,10 +116,12 @@ def celestial_wcs(header):
     """
     if header is None:
         return None
-    from astropy.wcs import WCS, FITSFixedWarning
+    from astropy.wcs import WCS
 
     with warnings.catch_warnings():
-        warnings.simplefilter('ignore', FITSFixedWarning)
+        # FITSFixedWarning (astropy repairs the WCS) and card warnings: the
+        # problems of the user's header are summarised once where it is read
+        warnings.simplefilter('ignore')
         try:
             wcs = WCS(header, naxis=2)
         except Exception:  # a broken WCS must not lose the detections

@@ -43,13 +43,19 @@ def _convolved(img, fwhm=3.0):
     (-0.5, ValueError, r'threshold is the probability, in \(0, 1\].*got -0\.5'),
     (1.5, ValueError, r'not a level in data units or in sigma.*got 1\.5'),
     (float('nan'), ValueError, 'got nan'),
-    ('0.5', TypeError, "got '0.5'"),
 ])
 def test_threshold_must_be_a_probability(value, error, message):
     with pytest.raises(error, match=message):
         check_threshold(value)
     with pytest.raises(error, match=message):
         detect_sources(np.zeros((32, 32)), value, 5)
+
+
+def test_threshold_string_is_an_operating_point_name():
+    with pytest.raises(TypeError, match="got '0.5'"):
+        check_threshold('0.5')
+    with pytest.raises(ValueError, match="threshold '0.5' is not an operating point"):
+        detect_sources(np.zeros((32, 32)), '0.5', 5)
 
 
 def test_threshold_array_is_described_not_printed():

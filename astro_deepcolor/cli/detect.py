@@ -67,6 +67,20 @@ def _footprint_level(text):
         raise argparse.ArgumentTypeError(msg) from None
 
 
+def _peak_margin(text):
+    """Parse --peak-margin: a non-negative number or 'none'."""
+    if text.strip().lower() == 'none':
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        msg = f'expected a number >= 0 (noise units) or "none", got {text!r}'
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
 def make_finder(args, *, progress_bar=False):
     """
     The finder the ``detect`` options describe (both modes).
@@ -91,7 +105,8 @@ def make_finder(args, *, progress_bar=False):
               'footprint_threshold': None if footprint == 'none' else footprint,
               'connectivity': args.connectivity, 'backend': args.backend,
               'device': args.device, 'tile_shape': args.tile_size,
-              'progress_bar': progress_bar}
+              'progress_bar': progress_bar,
+              'peak_margin': getattr(args, 'peak_margin', 0.5)}
     if args.batch_size is not None:
         kwargs['batch_size'] = args.batch_size
     return DeepColorSegmentation(**kwargs)
@@ -137,6 +152,13 @@ def add_parser(parser):
                              "the name of one of the model's calibrated "
                              "operating points (e.g. 5%%) (default: the "
                              "model's default threshold)")
+    parser.add_argument('--peak-margin', type=_peak_margin, default=0.5,
+                        dest='peak_margin', metavar='SIGMA|none',
+                        help='a source needs a peak of its own: a segment whose '
+                             'brightest pixel (smoothed image, noise units) is '
+                             'within this of its boundary with a brighter '
+                             'neighbour is merged into it; "none" disables '
+                             '(default: %(default)s)')
     parser.add_argument('--footprint-threshold', type=_footprint_level,
                         default='model', dest='footprint_threshold',
                         metavar='P|none|model',
@@ -514,6 +536,12 @@ def run(args):
         raise ValueError(msg)
 
     data, header, index = _read_image(args.inputs[0], args.hdu, args.plane)
+    finite = np.isfinite(data)
+    if not finite.any() or np.min(data[finite]) == np.max(data[finite]):
+        from astro_deepcolor.preprocessing import _unusable_message
+
+        raise ValueError(f'{args.inputs[0]}: '
+                         + _unusable_message(data, None, 64, 0.5))
     hdu_index = index if isinstance(index, int) else None
     mask = weight = None
     if args.mask:
