@@ -52,9 +52,9 @@ def test_threshold_must_be_a_probability(value, error, message):
 
 
 def test_threshold_string_is_an_operating_point_name():
-    with pytest.raises(TypeError, match="got '0.5'"):
+    with pytest.raises(TypeError, match=r"got '0\.5'"):
         check_threshold('0.5')
-    with pytest.raises(ValueError, match="threshold '0.5' is not an operating point"):
+    with pytest.raises(ValueError, match=r"threshold '0\.5' is not an operating point"):
         detect_sources(np.zeros((32, 32)), '0.5', 5)
 
 
