@@ -26,7 +26,7 @@ has the columns `catalog_columns` lists: photutils'
 `~photutils.segmentation.SourceCatalog` default columns (``sky_centroid``
 only when a celestial WCS is given; ``kron_flux``/``kron_flux_err`` are
 the total flux, SExtractor's ``FLUX_AUTO``), then ``fwhm`` (circularised,
-from the second moments), ``flags`` (the bits of `FLAGS`),
+from the second moments), ``flags`` (the bits of ``FLAGS``),
 ``detection_probability`` and, when a photometric zero point is given,
 ``mag`` and ``mag_err`` (Kron magnitude and its error, SExtractor's
 ``MAG_AUTO``/``MAGERR_AUTO``). A catalogue without sources has the same
@@ -178,7 +178,7 @@ def _touching_labels(seg, other):
 def source_flags(segm, *, bad=None, data=None, saturation=None,
                  kron_apertures=None):
     """
-    The ``flags`` bits (see `FLAGS`) of every source.
+    The ``flags`` bits (see ``FLAGS``) of every source.
 
     Parameters
     ----------

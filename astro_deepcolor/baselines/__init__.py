@@ -1,7 +1,7 @@
 # Licensed under a 3-clause BSD style license - see LICENSE.rst
 """
 Source detectors behind one interface, for benchmarking: the classical
-ones (`DETECTORS`) and the deep-coloring CNN (`DeepColorDetector`).
+ones (``DETECTORS``) and the deep-coloring CNN (`DeepColorDetector`).
 
 Each detector is configured once and called as ``detector(data,
 threshold, mask=None) -> (SegmentationImage or None, QTable)``; the table
