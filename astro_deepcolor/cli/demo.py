@@ -193,9 +193,12 @@ def _picture(sim, results, path, overwrite):
                        sorted(counts.items(), key=lambda kv: -kv[1]))
         import textwrap
 
-        on = textwrap.fill(f'false positives on contaminants: {on}', 80) if on else ''
+        on = textwrap.fill(f'false positives on contaminants: {on}', 100) if on else ''
         ax.set_xlabel('x (pixels)' + (f'\n{on}' if on else ''), fontsize=10)
         ax.set_ylabel('y (pixels)')
+        # markers of sources centred just outside the image must not widen it
+        ax.set_xlim(-0.5, sim.data.shape[1] - 0.5)
+        ax.set_ylim(-0.5, sim.data.shape[0] - 0.5)
     handles = [
         Line2D([], [], color='deepskyblue', lw=2, label='detected footprint'),
         Line2D([], [], marker='o', ls='', mfc='none', mec='lime', ms=8,
@@ -213,7 +216,7 @@ def _picture(sim, results, path, overwrite):
                  f'{sim.data.shape[0]} DECam image, {len(sim.truth)} true '
                  f'sources ({int((snr > 5).sum())} with S/N > 5); '
                  'shaded: contaminant pixels (asinh stretch)', fontsize=12)
-    fig.tight_layout(rect=(0, 0.085, 1, 0.97))
+    fig.tight_layout(rect=(0, 0.1, 1, 0.97))
     with atomic_path(path, overwrite=overwrite) as tmp:
         fig.savefig(tmp, dpi=100)
     plt.close(fig)
