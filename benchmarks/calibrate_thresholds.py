@@ -60,8 +60,9 @@ def _sweep(finder, regime, n_images, snr_min=5.0):
         bright = np.asarray(truth['snr'], float) >= snr_min
         n_bright += int(bright.sum())
         data = np.asarray(sim.data, dtype=np.float32)
-        probs = finder.predict(data)
-        peak = finder.peak_image(data)
+        background, rms = finder.estimate_background(data)
+        probs = finder.predict(data, background=background, rms=rms)
+        peak = finder.peak_image(data, background=background, rms=rms)
         st = colour_statistics(probs, sim.segmentation, radius=finder.config.halo_radius)
         colour['colour_counts'] = colour['colour_counts'] + np.asarray(st['colour_counts'])
         if st['n_neighbour_pairs']:

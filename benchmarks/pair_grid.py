@@ -57,10 +57,12 @@ def main(argv=None):
     if args.model:
         kwargs['model'] = args.model
     finder = DeepColorSegmentation(**kwargs)
-    probs = finder.predict(image)
+    background, rms = finder.estimate_background(image)
+    probs = finder.predict(image, background=background, rms=rms)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', NoDetectionsWarning)
-        segm = finder.segment(probs, peak_image=finder.peak_image(image))
+        segm = finder.segment(probs, peak_image=finder.peak_image(
+            image, background=background, rms=rms))
     split = {'cnn': pair_split(segm, pairs), 'sep': pair_split(_sep_segmentation(image), pairs)}
     rows = []
     for s in SEPARATIONS:

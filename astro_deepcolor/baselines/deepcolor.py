@@ -105,8 +105,11 @@ class DeepColorDetector:
 
         finder = self._finder()
         data, bad = prepare_image(data, mask, dtype=np.float32)
-        probs = finder.predict(data, mask=bad if bad.any() else None)
-        peak = finder.peak_image(data, mask=bad if bad.any() else None)
+        m = bad if bad.any() else None
+        # One background estimate for the network input and the peak image.
+        background, rms = finder.estimate_background(data, mask=m)
+        probs = finder.predict(data, mask=m, background=background, rms=rms)
+        peak = finder.peak_image(data, mask=m, background=background, rms=rms)
         image = data - np.median(data[~bad]) if (~bad).any() else data
         for t in thresholds:
             with warnings.catch_warnings():

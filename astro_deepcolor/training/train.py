@@ -309,6 +309,18 @@ def _predictor(net, device, tile_multiple, amp_dtype=None):
     return predict
 
 
+def _cached(predict):
+    """Memoise ``predict`` by image identity (the validation images persist)."""
+    cache = {}
+
+    def wrapped(image):
+        if id(image) not in cache:
+            cache[id(image)] = predict(image)
+        return cache[id(image)]
+
+    return wrapped
+
+
 def _colour_summary(val_set, predict, radius, n_colors):
     """Colour usage and neighbour separation over the validation images."""
     from astro_deepcolor.evaluation.colours import colour_statistics
@@ -460,8 +472,9 @@ def train(model_config, train_config, *, resume=False, progress=True,
     def validate():
         nonlocal best
         t0 = time.perf_counter()
-        # Validation in float32, as the exported model runs.
-        predict = _predictor(net, device, model_config.tile_multiple)
+        # Validation in float32, as the exported model runs; each image's
+        # probabilities serve both the scores and the colour statistics.
+        predict = _cached(_predictor(net, device, model_config.tile_multiple))
         res = val_set.evaluate(predict, n_pixels=model_config.min_area)
         score = float(np.mean([r['score'] for r in res.values()]))
         colours = _colour_summary(val_set, predict, model_config.halo_radius,
