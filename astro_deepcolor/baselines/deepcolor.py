@@ -13,8 +13,12 @@ class DeepColorDetector:
     The deep-coloring CNN behind the baseline interface.
 
     One network pass per image (``predict``), then ``segment`` at each
-    probability threshold. Centroids and fluxes are measured like the
-    baselines' on the image minus its median.
+    probability threshold. Fluxes and areas are measured like the
+    baselines' on the image minus its median; positions are the windowed
+    centroids the package's catalogue gives (``x_win``, ``y_win``, see
+    `~astro_deepcolor.catalog.windowed_centroids`) on the image minus its
+    background, as the baselines report their own detector's positions
+    (sep's and SExtractor's isophotal barycentres, photutils' centroid).
 
     Parameters
     ----------
@@ -101,6 +105,8 @@ class DeepColorDetector:
         """
         from photutils.utils.exceptions import NoDetectionsWarning
 
+        from astro_deepcolor.catalog import windowed_centroids
+
         from .base import prepare_image, segment_catalog
 
         finder = self._finder()
@@ -111,6 +117,7 @@ class DeepColorDetector:
         probs = finder.predict(data, mask=m, background=background, rms=rms)
         peak = finder.peak_image(data, mask=m, background=background, rms=rms)
         image = data - np.median(data[~bad]) if (~bad).any() else data
+        sub = data - background
         for t in thresholds:
             with warnings.catch_warnings():
                 warnings.simplefilter('ignore', NoDetectionsWarning)
@@ -120,4 +127,7 @@ class DeepColorDetector:
             if segm is None:
                 yield t, None, segment_catalog(np.zeros(data.shape, int), image)
             else:
-                yield t, segm, segment_catalog(segm, image)
+                table = segment_catalog(segm, image)
+                table['x'], table['y'] = windowed_centroids(
+                    sub, segm, mask=bad if bad.any() else None)
+                yield t, segm, table
