@@ -56,6 +56,16 @@ def test_colour_statistics_by_hand():
     assert st['distinct_fraction'] == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match='probs must be'):
         colour_statistics(p[:, :10], seg)
+    # Source 2 is below the S/N cut: only the pair (1, 4) remains, and 2
+    # is not counted in the colour use.
+    truth = {'label': np.array([1, 2, 3, 4]), 'snr': np.array([9.0, 2.0, 9.0, 5.0])}
+    st = colour_statistics(p, seg, truth=truth, min_snr=3)
+    assert st['n_sources'] == 3
+    assert st['colour_counts'] == [1, 1, 1]
+    assert st['n_neighbour_pairs'] == 1
+    assert st['distinct_fraction'] == 1.0
+    with pytest.raises(ValueError, match='min_snr needs the truth'):
+        colour_statistics(p, seg, min_snr=3)
 
 
 def test_fit_reliability_map_recovers_a_known_curve():

@@ -33,7 +33,8 @@ def _neighbour_pairs(segmentation, radius):
     return np.stack([key // n, key % n], axis=1)
 
 
-def colour_statistics(probs, segmentation, *, radius=8, min_fraction=0.01):
+def colour_statistics(probs, segmentation, *, radius=8, min_fraction=0.01,
+                      truth=None, min_snr=None):
     """
     Colour usage and neighbour separation of a probability cube.
 
@@ -47,6 +48,14 @@ def colour_statistics(probs, segmentation, *, radius=8, min_fraction=0.01):
         Neighbour distance in pixels.
     min_fraction : float, optional
         Share of the sources a colour must dominate to count as live.
+    truth : `~astropy.table.Table`, optional
+        The true sources (``label`` and ``snr`` columns), for ``min_snr``.
+    min_snr : float, optional
+        Count only sources with a true S/N at or above this (and pairs of
+        two such sources). The deep-coloring loss ignores sources below
+        its ``min_snr`` (3 for the shipped model), so the dominant colour
+        of a fainter source is noise, not something the network was taught.
+        Neighbours are still found among all footprints.
 
     Returns
     -------
@@ -58,6 +67,9 @@ def colour_statistics(probs, segmentation, *, radius=8, min_fraction=0.01):
     """
     seg = np.asarray(getattr(segmentation, 'data', segmentation))
     probs = np.asarray(probs)
+    if min_snr is not None and truth is None:
+        msg = 'min_snr needs the truth table (label and snr columns)'
+        raise ValueError(msg)
     if probs.ndim != 3 or probs.shape[1:] != seg.shape:
         msg = (f'probs must be (C + 1, ny, nx) with ny, nx = {seg.shape}, '
                f'got shape {probs.shape}')
@@ -71,12 +83,19 @@ def colour_statistics(probs, segmentation, *, radius=8, min_fraction=0.01):
         sums[:, c] = np.bincount(lab, weights=probs[c + 1][sel], minlength=n_lab + 1)
     present = np.bincount(lab, minlength=n_lab + 1) > 0
     present[0] = False
+    if min_snr is not None:
+        snr = np.full(n_lab + 1, -np.inf)
+        tl = np.asarray(truth['label'], np.int64)
+        keep = (tl > 0) & (tl <= n_lab)
+        snr[tl[keep]] = np.asarray(truth['snr'], float)[keep]
+        present &= snr >= float(min_snr)
     dominant = np.full(n_lab + 1, -1)
     dominant[present] = sums[present].argmax(axis=1)
     counts = np.bincount(dominant[present], minlength=n_col)
     n_src = int(present.sum())
     live = int((counts >= max(1, min_fraction * n_src)).sum()) if n_src else 0
     pairs = _neighbour_pairs(seg, radius)
+    pairs = pairs[present[pairs[:, 0]] & present[pairs[:, 1]]]
     if len(pairs):
         distinct = float(np.mean(dominant[pairs[:, 0]] != dominant[pairs[:, 1]]))
     else:
