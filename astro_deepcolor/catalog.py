@@ -398,6 +398,15 @@ def make_catalog(data, segm, *, error=None, wcs=None, background=None,
             raise ValueError(msg)
     columns = (catalog_columns(wcs=wcs, zeropoint=zeropoint) if columns is None
                else list(columns))
+    if wcs is not None:
+        if not getattr(wcs, 'has_celestial', True):  # (gwcs has no such attribute)
+            ctype = list(getattr(getattr(wcs, 'wcs', None), 'ctype', []))
+            msg = (f'wcs has no celestial axes (ctype {ctype!r}), so sky '
+                   'coordinates cannot be computed; pass wcs=None for a '
+                   'catalogue in pixel coordinates')
+            raise ValueError(msg)
+        if getattr(wcs, 'naxis', 2) > 2:
+            wcs = wcs.celestial
     if wcs is None and 'sky_centroid' in columns:
         msg = 'the sky_centroid column needs a celestial wcs'
         raise ValueError(msg)

@@ -270,3 +270,19 @@ def test_windowed_centroid_stays_in_its_own_segment():
     x_win, y_win = windowed_centroids(image, segm)
     assert_allclose([x_win[0], y_win[0]], [32, 32], atol=1e-3)
     assert seg[round(y_win[1]), round(x_win[1])] == 2
+
+
+def test_wcs_without_celestial_axes_is_refused_clearly():
+    image, segm = _scene()
+    linear = WCS(naxis=2)  # CTYPE '' '': pixel-like axes only
+    with pytest.raises(ValueError, match='wcs has no celestial axes'):
+        make_catalog(image, segm, wcs=linear)
+    # a celestial WCS with a spectral axis works through its celestial part
+    cube = WCS(naxis=3)
+    cube.wcs.ctype = ['RA---TAN', 'DEC--TAN', 'FREQ']
+    cube.wcs.crval = [150.0, 2.0, 1e9]
+    cube.wcs.crpix = [1.0, 1.0, 1.0]
+    cube.wcs.cdelt = [-1e-4, 1e-4, 1e6]
+    table = make_catalog(image, segm, wcs=cube)
+    expected = _wcs().pixel_to_world(table['x_centroid'], table['y_centroid'])
+    assert table['sky_centroid'].separation(expected).max().to_value(u.arcsec) < 1e-6
