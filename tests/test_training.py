@@ -193,6 +193,26 @@ def test_detections_from_probs():
     assert xy.shape == (0, 2)
 
 
+def test_detections_from_probs_merges_peakless_segments_like_the_finder():
+    # A star painted core + ring in two colours (what the colouring network
+    # does to bright stars): the ring has no peak of its own, so with the
+    # peak image validation counts one source, as detection does.
+    yy, xx = np.mgrid[:40, :40]
+    r2 = (yy - 20) ** 2 + (xx - 20) ** 2
+    image = 200 * np.exp(-r2 / (2 * 3.0 ** 2))
+    probs = np.zeros((3, 40, 40), np.float32)
+    probs[0] = 1.0
+    core, ring = r2 <= 9, (r2 > 9) & (r2 <= 49)
+    probs[:, core] = np.array([0.02, 0.97, 0.01])[:, None]
+    probs[:, ring] = np.array([0.02, 0.01, 0.97])[:, None]
+    segm, _ = detections_from_probs(probs, image, 0.9, n_pixels=3)
+    assert segm.max() == 2
+    peak = ndimage.gaussian_filter(image, 1.0)
+    segm, xy = detections_from_probs(probs, image, 0.9, n_pixels=3, peak_image=peak)
+    assert segm.max() == 1
+    np.testing.assert_allclose(xy[0], [20, 20], atol=0.05)
+
+
 def test_summarize_sweep():
     counts = np.array([[9, 10, 20, 25], [8, 10, 19, 20], [5, 10, 10, 10]])
     s = summarize_sweep(counts, thresholds=(0.1, 0.5, 0.9))

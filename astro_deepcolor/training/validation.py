@@ -45,7 +45,8 @@ DEFAULT_FOOTPRINT_THRESHOLD = ModelConfig().footprint_threshold
 
 
 def detections_from_probs(probs, image, threshold, n_pixels=5,
-                          footprint_threshold=DEFAULT_FOOTPRINT_THRESHOLD):
+                          footprint_threshold=DEFAULT_FOOTPRINT_THRESHOLD,
+                          peak_image=None):
     """
     Segment a probability cube into sources.
 
@@ -61,6 +62,11 @@ def detections_from_probs(probs, image, threshold, n_pixels=5,
         Minimum number of pixels of a source.
     footprint_threshold : float or None, optional
         Footprint probability (default: `ModelConfig`'s).
+    peak_image : 2D `~numpy.ndarray`, optional
+        The image in noise units smoothed by a 1-pixel Gaussian: segments
+        without a peak of their own are merged as the finder merges them
+        (`~astro_deepcolor.postprocessing.merge_peakless`, margin 0.5).
+        None: no such merge.
 
     Returns
     -------
@@ -70,7 +76,8 @@ def detections_from_probs(probs, image, threshold, n_pixels=5,
         Centroids ``(x, y)`` of labels ``1..N``.
     """
     seg = _segment_probabilities(probs, threshold, n_pixels,
-                                 footprint_threshold=footprint_threshold)
+                                 footprint_threshold=footprint_threshold,
+                                 peak_image=peak_image)
     if seg is None:
         return np.zeros(probs.shape[1:], dtype=np.int32), np.zeros((0, 2))
     segm = np.asarray(seg.data, dtype=np.int32)
@@ -86,7 +93,7 @@ def detections_from_probs(probs, image, threshold, n_pixels=5,
 
 def score_sweep(probs, image, truth, truth_segm, fwhm, *,
                 thresholds=DEFAULT_THRESHOLDS, n_pixels=5, snr_min=None,
-                footprint_threshold=DEFAULT_FOOTPRINT_THRESHOLD):
+                footprint_threshold=DEFAULT_FOOTPRINT_THRESHOLD, peak_image=None):
     """
     Match detections to truth at each threshold.
 
@@ -111,6 +118,9 @@ def score_sweep(probs, image, truth, truth_segm, fwhm, *,
         (default: the benchmark harness's ``SNR_MIN``).
     footprint_threshold : float or None, optional
         Footprint probability (see `detections_from_probs`).
+    peak_image : 2D `~numpy.ndarray`, optional
+        For the merge of segments without a peak (see
+        `detections_from_probs`).
 
     Returns
     -------
@@ -129,7 +139,7 @@ def score_sweep(probs, image, truth, truth_segm, fwhm, *,
     counts = []
     for t in thresholds:
         segm, xy = detections_from_probs(probs, image, t, n_pixels,
-                                         footprint_threshold)
+                                         footprint_threshold, peak_image)
         det = QTable({'x': xy[:, 0], 'y': xy[:, 1],
                       'label': np.arange(1, len(xy) + 1)})
         dseg = SegmentationImage(segm) if len(xy) else None
@@ -211,17 +221,24 @@ class ValidationSet:
 
     def __init__(self, recipes, n_images, *, box_size=64, filter_size=3,
                  footprint_threshold=DEFAULT_FOOTPRINT_THRESHOLD):
+        from scipy.ndimage import gaussian_filter
+
         from astro_deepcolor.preprocessing import estimate_background, normalize
         from astro_deepcolor.simulation import iter_recipe_images
 
         self.footprint_threshold = footprint_threshold
         self.items = []
+        # the finder's peak image (noise units, 1-pixel Gaussian), so that
+        # validation merges segments without a peak as detection does
+        self.peaks = []
         for name in recipes:
             for sim in iter_recipe_images(name, 'validation', n_images=n_images):
                 bkg, rms = estimate_background(sim.data, box_size=box_size,
                                                filter_size=filter_size)
-                self.items.append((str(name), normalize(sim.data, bkg, rms),
-                                   sim.truth, sim.segmentation, sim.fwhm))
+                image = normalize(sim.data, bkg, rms)
+                self.items.append((str(name), image, sim.truth,
+                                   sim.segmentation, sim.fwhm))
+                self.peaks.append(gaussian_filter(image, 1.0))
 
     def evaluate(self, predict, thresholds=DEFAULT_THRESHOLDS, n_pixels=5):
         """
@@ -242,10 +259,12 @@ class ValidationSet:
             Recipe name to `summarize_sweep` output.
         """
         sums = {}
-        for name, image, truth, tseg, fwhm in self.items:
+        for (name, image, truth, tseg, fwhm), peak in zip(self.items, self.peaks,
+                                                          strict=True):
             probs = predict(image)
             c = score_sweep(probs, image, truth, tseg, fwhm,
                             thresholds=thresholds, n_pixels=n_pixels,
-                            footprint_threshold=self.footprint_threshold)
+                            footprint_threshold=self.footprint_threshold,
+                            peak_image=peak)
             sums[name] = sums.get(name, 0) + c
         return {name: summarize_sweep(c, thresholds) for name, c in sums.items()}
