@@ -219,8 +219,11 @@ def _star_field(n_side=8, sigma=1.5, amplitude=40.0, dilate=6, seed=1):
     image = clean + rng.normal(0, 1, shape)
     core = ndimage.label(clean > 3)[0]
     segm = SegmentationImage(ndimage.grey_dilation(core, size=2 * dilate + 1))
-    order = np.argsort(segm.labels)
-    return image, segm, centres[order]
+    # the label of each star is the one under its centre
+    at_centre = segm.data[np.round(centres[:, 0]).astype(int),
+                          np.round(centres[:, 1]).astype(int)]
+    assert_array_equal(np.sort(at_centre), segm.labels)
+    return image, segm, centres[np.argsort(at_centre)]
 
 
 def test_windowed_centroid_beats_the_isophotal_one_on_wide_footprints():
