@@ -169,6 +169,18 @@ class TestInputs:
         with pytest.raises(OSError, match='SIMPLE'):
             scan_image_hdus(survey / 'corrupt.fits')
 
+    def test_scan_simulation_file(self, tmp_path):
+        # `astro-deepcolor simulate` output: only the primary HDU is an
+        # image to detect on; the truth HDUs are not processed.
+        from astro_deepcolor.simulation import simulate_image, write_simulation
+
+        path = tmp_path / 'sim.fits'
+        write_simulation(simulate_image(shape=(64, 64), seed=1), path)
+        hdus = scan_image_hdus(path)
+        assert [h.is_image for h in hdus] == [True] + [False] * 6
+        assert 'truth of a simulated image' in hdus[4].error
+        assert hdus[4].extname == 'SEGMENTATION'
+
 
 # -- manifest -------------------------------------------------------------
 def test_manifest(tmp_path):

@@ -213,6 +213,12 @@ def _hdu_shape(header):
     return tuple(int(header.get(f'NAXIS{i}', 0)) for i in range(naxis, 0, -1))
 
 
+#: Image HDUs of a simulation file (`~astro_deepcolor.simulation.write_simulation`)
+#: that hold its truth, not an observed image.
+_SIMULATION_TRUTH = ('NOISELESS', 'BACKGROUND', 'RMS', 'SEGMENTATION',
+                     'CONTAMINANTS')
+
+
 def scan_image_hdus(path):
     """
     List every HDU of a FITS file, telling image HDUs from the others.
@@ -220,6 +226,9 @@ def scan_image_hdus(path):
     Only headers are read (no pixel data), so scanning is cheap. An HDU is
     an image if it is a primary, image or tile-compressed image HDU whose
     data squeeze to two dimensions (``(1, ny, nx)`` cubes are accepted).
+    In a file written by ``astro-deepcolor simulate`` only the primary HDU
+    is an image to process; its other image HDUs (``NOISELESS``,
+    ``SEGMENTATION``, ...) are the simulation's truth.
 
     Parameters
     ----------
@@ -244,6 +253,9 @@ def scan_image_hdus(path):
     # lazy_load_hdus=False: a truncated file fails here, not half way
     # through a run; memmap keeps it header-only.
     with fits.open(path, memmap=True, lazy_load_hdus=False) as hdul:
+        # a file written by `astro-deepcolor simulate`: its primary HDU is
+        # the image, the other image HDUs are its truth
+        simulated = any(str(k).startswith('SIM ') for k in hdul[0].header)
         for index, hdu in enumerate(hdul):
             header = hdu.header
             extname = str(header.get('EXTNAME', '')).strip()
@@ -251,7 +263,11 @@ def scan_image_hdus(path):
                 hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU))
             shape = _hdu_shape(header)
             squeezed = tuple(s for s in shape if s != 1)
-            if not is_image_type:
+            if simulated and extname.upper() in _SIMULATION_TRUTH:
+                error = (f'HDU {index} ({extname}) is the truth of a simulated '
+                         'image, not an image to detect on')
+                shape = ()
+            elif not is_image_type:
                 error = f'HDU {index} is a {type(hdu).__name__}, not an image'
                 shape = ()
             elif not shape or 0 in shape:
