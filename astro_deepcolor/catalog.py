@@ -227,8 +227,10 @@ def windowed_centroids(data, segm, *, mask=None):
     sigma = np.where((peak > 0) & np.isfinite(sigma), sigma, _MIN_WINDOW_SIGMA)
     sigma = np.maximum(sigma, _MIN_WINDOW_SIGMA)
     sep_mask = None if ok.all() else ~ok
+    # subpix=5 instead of sep's 11: 4x faster, positions within 1e-4 pixel
+    # (median) of it
     xw, yw, _ = sep.winpos(img, x0, y0, sigma, mask=sep_mask,
-                           minsig=_MIN_WINDOW_SIGMA)
+                           minsig=_MIN_WINDOW_SIGMA, subpix=5)
     # sep's flag only says that the window met the image border or masked
     # pixels (its centroid is still the right one there).
     xw, yw = np.asarray(xw, float), np.asarray(yw, float)
