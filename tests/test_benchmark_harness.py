@@ -20,14 +20,20 @@ from astro_deepcolor.evaluation.harness import (
     summarize,
     thresholds_for,
 )
+from astro_deepcolor.utils._parameters import check_threshold
 
 DATA = Path(__file__).parents[1] / '..' / 'shared' / 'data' / 'real'
 
 
 def test_sweeps_follow_protocol():
-    assert PROB_SWEEP[0] == 0.0
+    assert PROB_SWEEP[0] == 0.02
     assert PROB_SWEEP[-1] == 1.0
     np.testing.assert_allclose(np.diff(PROB_SWEEP), 0.02)
+    # every threshold of both CNN sweeps is one the finder accepts (the full
+    # sweep once started at 0, which made `tox -e benchmark` fail at once
+    # while the quick sweep of CI passed)
+    for t in (*PROB_SWEEP, *thresholds_for('cnn', quick=True)):
+        check_threshold(t)
     assert SIGMA_SWEEP[0] == 0.25
     assert SIGMA_SWEEP[-1] == 10.0
     assert len(SIGMA_SWEEP) == 40

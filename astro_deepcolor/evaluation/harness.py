@@ -59,8 +59,9 @@ __all__ = [
     'summarize',
 ]
 
-#: CNN probability thresholds of the full benchmark.
-PROB_SWEEP = np.round(np.arange(0.0, 1.0 + 1e-9, 0.02), 2)
+#: CNN probability thresholds of the full benchmark (0 is not a threshold:
+#: it would make the whole image one source, and the finder refuses it).
+PROB_SWEEP = np.round(np.arange(0.02, 1.0 + 1e-9, 0.02), 2)
 #: Sigma thresholds of sep, photutils and SExtractor in the full benchmark.
 SIGMA_SWEEP = np.round(np.arange(0.25, 10.0 + 1e-9, 0.25), 2)
 #: Coarse sweeps of the quick (smoke-test) mode.
