@@ -6,7 +6,9 @@ Runs the network of a training checkpoint on the validation images of both
 regimes (never the test images the benchmark reports), sweeps the
 probability threshold finely, and finds the lowest threshold from which the
 pooled contamination stays at or below 5 % and 1 %
-(`astro_deepcolor.evaluation.calibration.threshold_at_contamination`). The
+(`astro_deepcolor.evaluation.calibration.threshold_at_contamination`), and
+from which none of four 1024 x 1024 images of pure Gaussian noise gets more
+than 3 detections (an operating point is never below that one). The
 thresholds go into the model's metadata (``operating_points``, the 5 % one
 being the default threshold), and the model is exported in both ONNX forms:
 the package's own and SourceXtractor++'s. It also measures whether
@@ -40,6 +42,44 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 GRID = np.unique(np.round(np.concatenate([
     np.arange(0.30, 0.90, 0.02), 1 - np.logspace(-1, -3.3, 47)]), 5))
+
+
+#: Pure Gaussian noise images of the noise check (none of them is the test
+#: suite's seed 7).
+NOISE_SEEDS = (1001, 1002, 1003, 1004)
+NOISE_SIZE = 1024
+MAX_NOISE_DETECTIONS = 3
+
+
+def _noise_counts(finder):
+    """Detections on pure-noise images at each GRID threshold."""
+    from photutils.utils.exceptions import NoDetectionsWarning
+
+    counts = np.zeros((len(NOISE_SEEDS), GRID.size), np.int64)
+    for i, seed in enumerate(tqdm(NOISE_SEEDS, desc='pure noise', unit='image')):
+        rng = np.random.default_rng(seed)
+        data = rng.normal(100.0, 5.0, (NOISE_SIZE, NOISE_SIZE)).astype(np.float32)
+        background, rms = finder.estimate_background(data)
+        probs = finder.predict(data, background=background, rms=rms)
+        peak = finder.peak_image(data, background=background, rms=rms)
+        for j, t in enumerate(GRID):
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore', NoDetectionsWarning)
+                segm = finder.segment(probs, threshold=float(t), peak_image=peak)
+            counts[i, j] = 0 if segm is None else segm.n_labels
+    return counts
+
+
+def _noise_threshold(counts):
+    """Lowest GRID threshold from which no noise image has too many detections."""
+    ok = (counts <= MAX_NOISE_DETECTIONS).all(axis=0)
+    # from the top of the grid down, the last threshold where all are ok
+    bad = np.flatnonzero(~ok)
+    if not bad.size:
+        return float(GRID[0])
+    if bad[-1] == GRID.size - 1:
+        sys.exit('calibration: even the highest threshold detects sources in pure noise')
+    return float(GRID[bad[-1] + 1])
 
 
 def _sweep(finder, regime, n_images, snr_min=5.0):
@@ -121,6 +161,7 @@ def main(argv=None):
         plain = export_onnx(net, Path(tmp) / 'model.onnx')
         finder = DeepColorSegmentation(model=str(plain), threshold=0.5,
                                        n_pixels=5, progress_bar=False)
+        noise = _noise_counts(finder)
         per = {}
         rel_p, rel_y = [], []
         colours = {}
@@ -147,11 +188,18 @@ def main(argv=None):
     cur = {r: curves(*per[r]) for r in per}
     cur['pooled'] = curves(*pooled)
     points = {}
+    t_noise = _noise_threshold(noise)
+    by_contamination = {}
     for name, level in (('5%', 0.05), ('1%', 0.01)):
         t = threshold_at_contamination(GRID, cur['pooled']['contamination'], level)
         if not np.isfinite(t):
             sys.exit(f'calibration: the contamination never falls to {level:.0%}')
-        points[name] = round(float(t), 5)
+        by_contamination[name] = round(float(t), 5)
+        # never below the pure-noise threshold
+        points[name] = round(float(max(t, t_noise)), 5)
+    print(f'pure noise: at most {MAX_NOISE_DETECTIONS} detections per '
+          f'{NOISE_SIZE}^2 image from p >= {t_noise}; by contamination alone: '
+          f'{by_contamination}')
     at = {}
     for name, t in points.items():
         i = int(np.flatnonzero(t == GRID)[0])
@@ -164,6 +212,13 @@ def main(argv=None):
                'split': 'validation', 'operating_points': points, 'at_operating_points': at,
                'reliability': {k: np.asarray(v).tolist() for k, v in rel.items()},
                'reliability_map': rel_map,
+               'threshold_by_contamination': by_contamination,
+               'pure_noise': {'seeds': list(NOISE_SEEDS), 'size': NOISE_SIZE,
+                              'max_detections': MAX_NOISE_DETECTIONS,
+                              'threshold': t_noise,
+                              'detections_at_operating_points': {
+                                  name: noise[:, int(np.flatnonzero(t == GRID)[0])].tolist()
+                                  for name, t in points.items()}},
                'colours': colours}
     (out / 'calibration.json').write_text(json.dumps(summary, indent=1))
     tab = QTable({'threshold': GRID})
@@ -173,8 +228,9 @@ def main(argv=None):
     tab.write(out / 'sweep.ecsv', overwrite=True)
     print(json.dumps({'operating_points': points, 'at_operating_points': at,
                       'colours': colours}, indent=1))
-    _write_rst(out / 'operating_points.rst', points, at, rel, colours, args.n_images)
-    _plot(cur, points, rel, args.plot, args.n_images)
+    _write_rst(out / 'operating_points.rst', points, at, rel, colours, args.n_images,
+               (t_noise, by_contamination))
+    _plot(cur, points, rel, args.plot, args.n_images, rel_map)
 
     config = net.config.replace(operating_points=points, default_operating_point='5%',
                                 default_threshold=points['5%'], reliability_map=rel_map)
@@ -186,11 +242,17 @@ def main(argv=None):
                                    overwrite=args.overwrite))
 
 
-def _write_rst(path, points, at, rel, colours, n_images):
+def _write_rst(path, points, at, rel, colours, n_images, noise):
     """Tables for the docs (included, never retyped)."""
+    t_noise, by_contamination = noise
+    by = ', '.join(f'{k}: {v:.4f}' for k, v in by_contamination.items())
     lines = [f'Operating points fitted on {n_images} validation images per regime '
              '(``benchmarks/calibrate_thresholds.py``); completeness of all true '
-             'sources and of those with S/N >= 5 at each.', '',
+             'sources and of those with S/N >= 5 at each. An operating point is '
+             'the lowest threshold from which the pooled contamination stays at or '
+             f'below its level ({by}) and no {NOISE_SIZE} x {NOISE_SIZE} image of pure '
+             f'Gaussian noise ({len(NOISE_SEEDS)} seeds) gets more than '
+             f'{MAX_NOISE_DETECTIONS} detections (p >= {t_noise:.4f}).', '',
              '.. list-table::', '   :header-rows: 1', '',
              '   * - operating point', '     - threshold',
              '     - regime', '     - contamination', '     - completeness',
@@ -228,7 +290,7 @@ def _write_rst(path, points, at, rel, colours, n_images):
     Path(path).write_text('\n'.join(lines) + '\n')
 
 
-def _plot(cur, points, rel, path, n_images):
+def _plot(cur, points, rel, path, n_images, rel_map=None):
     import matplotlib
 
     matplotlib.use('agg')
@@ -240,7 +302,7 @@ def _plot(cur, points, rel, path, n_images):
                lw=2 if r == 'pooled' else 1)
     for name, t in points.items():
         a.axvline(1 - t, ls=':', color='k')
-        a.text(1 - t, 0.5, f' {name}: p >= {t:.4f}', rotation=90, va='center', fontsize=8)
+        a.text(1 - t, 2e-4, f' {name}: p >= {t:.4f}', rotation=90, va='bottom', fontsize=8)
     a.set_xscale('log')
     a.set_yscale('log')
     a.set_xlabel('1 - probability threshold')
@@ -249,14 +311,20 @@ def _plot(cur, points, rel, path, n_images):
     a.legend(fontsize=8)
     ok = rel['n'] > 0
     b.plot([0.5, 1], [0.5, 1], color='0.6', ls='--', label='calibrated')
-    b.plot(rel['mean_probability'][ok], rel['fraction_true'][ok], 'o-', label='CNN')
+    b.plot(rel['mean_probability'][ok], rel['fraction_true'][ok], 'o-',
+           label='raw peak probability')
+    if rel_map is not None:
+        b.plot(rel_map['probability'], rel_map['reliability'], color='C1',
+               drawstyle='steps-post',
+               label='reliability map: raw -> detection_probability')
     for x, y, n in zip(rel['mean_probability'][ok], rel['fraction_true'][ok], rel['n'][ok],
                        strict=True):
         b.annotate(str(int(n)), (x, y), textcoords='offset points', xytext=(3, -10),
                    fontsize=7)
-    b.set_xlabel('detection_probability (bin mean)')
+    b.set_xlabel('raw peak foreground probability (bin mean)')
     b.set_ylabel('fraction of detections that are real')
-    b.set_title('Reliability of detection_probability (numbers: detections)', fontsize=10)
+    b.set_title('Raw peak probability and its calibration (numbers: detections)',
+                fontsize=10)
     b.legend(fontsize=8)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
