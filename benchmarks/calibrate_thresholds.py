@@ -87,7 +87,10 @@ def _sweep(finder, regime, n_images, snr_min=5.0):
 
     from astro_deepcolor.baselines.base import segment_catalog
     from astro_deepcolor.evaluation import match_sources
-    from astro_deepcolor.evaluation.colours import colour_statistics
+    from astro_deepcolor.evaluation.colours import (
+        colour_statistics,
+        pool_colour_statistics,
+    )
     from astro_deepcolor.simulation import iter_recipe_images
 
     counts = np.zeros((GRID.size, 4), np.int64)  # tp, fp, fn, tp_bright
@@ -95,8 +98,7 @@ def _sweep(finder, regime, n_images, snr_min=5.0):
     probs_true = []
     # neighbour colouring over all footprints and over the sources the loss
     # trains on (true S/N >= 3)
-    colour = {cut: {'colour_counts': 0, 'pairs': 0, 'distinct': 0.0}
-              for cut in ('all', 'snr>=3')}
+    colour = {'all': [], 'snr>=3': []}
     sims = iter_recipe_images(regime, 'validation', n_images=n_images)
     for sim in tqdm(sims, total=n_images, desc=regime, unit='image'):
         truth = QTable(sim.truth, copy=True)
@@ -107,13 +109,9 @@ def _sweep(finder, regime, n_images, snr_min=5.0):
         probs = finder.predict(data, background=background, rms=rms)
         peak = finder.peak_image(data, background=background, rms=rms)
         for cut, col in colour.items():
-            st = colour_statistics(probs, sim.segmentation,
-                                   radius=finder.config.halo_radius, truth=truth,
-                                   min_snr=None if cut == 'all' else 3.0)
-            col['colour_counts'] = col['colour_counts'] + np.asarray(st['colour_counts'])
-            if st['n_neighbour_pairs']:
-                col['pairs'] += st['n_neighbour_pairs']
-                col['distinct'] += st['distinct_fraction'] * st['n_neighbour_pairs']
+            col.append(colour_statistics(probs, sim.segmentation,
+                                         radius=finder.config.halo_radius, truth=truth,
+                                         min_snr=None if cut == 'all' else 3.0))
         image = data - np.median(data)
         for i, t in enumerate(GRID):
             with warnings.catch_warnings():
@@ -132,7 +130,8 @@ def _sweep(finder, regime, n_images, snr_min=5.0):
                                 strict=True))
                 p = np.array([prob[int(lab)] for lab in table['label']])
                 probs_true.append((p, np.asarray(m.detection_matched, bool)))
-    return counts, n_bright, probs_true, colour
+    return counts, n_bright, probs_true, {cut: pool_colour_statistics(col)
+                                          for cut, col in colour.items()}
 
 
 def main(argv=None):
@@ -172,9 +171,10 @@ def main(argv=None):
                 rel_p.append(p)
                 rel_y.append(y)
             colours[regime] = {cut: {
-                'colour_counts': np.asarray(c['colour_counts']).tolist(),
-                'n_neighbour_pairs': c['pairs'],
-                'distinct_fraction': c['distinct'] / c['pairs'] if c['pairs'] else None}
+                'colour_counts': c['colour_counts'],
+                'n_neighbour_pairs': c['n_neighbour_pairs'],
+                'distinct_fraction': (c['distinct_fraction'] if c['n_neighbour_pairs']
+                                      else None)}
                 for cut, c in col.items()}
 
     def curves(counts, n_bright):

@@ -29,36 +29,27 @@ CUTS = (None, 3.0, 5.0)
 
 
 def measure(finder, regime, split, n_images):
-    from astro_deepcolor.evaluation.colours import colour_statistics
+    from astro_deepcolor.evaluation.colours import (
+        colour_statistics,
+        pool_colour_statistics,
+    )
     from astro_deepcolor.simulation import iter_recipe_images
 
-    acc = {c: {'colour_counts': 0, 'pairs': 0, 'distinct': 0.0} for c in CUTS}
+    per_image = {cut: [] for cut in CUTS}
     sims = iter_recipe_images(regime, split, n_images=n_images)
     for sim in tqdm(sims, total=n_images, desc=f'{regime} ({split})', unit='image'):
-        data = np.asarray(sim.data, dtype=np.float32)
-        probs = finder.predict(data)
+        probs = finder.predict(np.asarray(sim.data, dtype=np.float32))
         truth = QTable(sim.truth)
         for cut in CUTS:
-            st = colour_statistics(probs, sim.segmentation,
-                                   radius=finder.config.halo_radius,
-                                   truth=truth, min_snr=cut) if cut else \
-                colour_statistics(probs, sim.segmentation,
-                                  radius=finder.config.halo_radius)
-            a = acc[cut]
-            a['colour_counts'] = a['colour_counts'] + np.asarray(st['colour_counts'])
-            if st['n_neighbour_pairs']:
-                a['pairs'] += st['n_neighbour_pairs']
-                a['distinct'] += st['distinct_fraction'] * st['n_neighbour_pairs']
+            per_image[cut].append(colour_statistics(
+                probs, sim.segmentation, radius=finder.config.halo_radius,
+                truth=truth, min_snr=cut))
     out = {}
-    for cut, a in acc.items():
-        counts = np.asarray(a['colour_counts'])
-        n = int(counts.sum())
+    for cut, stats in per_image.items():
+        pooled = pool_colour_statistics(stats)
         out['all' if cut is None else f'snr>={cut:g}'] = {
-            'colour_counts': counts.tolist(),
-            'live_colours': int((counts >= max(1, 0.01 * n)).sum()),
-            'n_neighbour_pairs': int(a['pairs']),
-            'distinct_fraction': (float(a['distinct'] / a['pairs'])
-                                  if a['pairs'] else float('nan'))}
+            k: pooled[k] for k in ('colour_counts', 'live_colours',
+                                   'n_neighbour_pairs', 'distinct_fraction')}
     return out
 
 

@@ -15,7 +15,7 @@ deep-coloring loss).
 
 import numpy as np
 
-__all__ = ['colour_statistics']
+__all__ = ['colour_statistics', 'pool_colour_statistics']
 
 
 def _neighbour_pairs(segmentation, radius):
@@ -103,3 +103,33 @@ def colour_statistics(probs, segmentation, *, radius=8, min_fraction=0.01,
     return {'n_sources': n_src, 'colour_counts': counts.tolist(),
             'live_colours': live, 'n_neighbour_pairs': len(pairs),
             'distinct_fraction': distinct}
+
+
+def pool_colour_statistics(stats, *, min_fraction=0.01):
+    """
+    Pool the `colour_statistics` of several images.
+
+    Parameters
+    ----------
+    stats : iterable of dict
+        `colour_statistics` results (one per image).
+    min_fraction : float, optional
+        Share of the pooled sources a colour must dominate to count as live.
+
+    Returns
+    -------
+    pooled : dict
+        The same keys: counts and pairs summed, ``distinct_fraction``
+        weighted by each image's number of pairs (NaN without pairs),
+        ``live_colours`` recomputed on the pooled counts.
+    """
+    stats = list(stats)
+    counts = np.sum([s['colour_counts'] for s in stats], axis=0).astype(np.int64)
+    n_pairs = sum(s['n_neighbour_pairs'] for s in stats)
+    distinct = sum(s['distinct_fraction'] * s['n_neighbour_pairs']
+                   for s in stats if s['n_neighbour_pairs'])
+    n_src = int(sum(s['n_sources'] for s in stats))
+    return {'n_sources': n_src, 'colour_counts': counts.tolist(),
+            'live_colours': int((counts >= max(1, min_fraction * n_src)).sum()),
+            'n_neighbour_pairs': int(n_pairs),
+            'distinct_fraction': float(distinct / n_pairs) if n_pairs else float('nan')}

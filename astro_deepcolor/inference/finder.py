@@ -109,13 +109,22 @@ def _calibrate_probability(segm, config):
     return segm
 
 
-def _peak_image(data, background, rms, bad):
-    """(data - background) / rms smoothed by a 1-pixel Gaussian, float32."""
+def smooth_peak_image(normalized):
+    """
+    The peak image of a normalised image (noise units): smoothed by a
+    1-pixel Gaussian, as `~astro_deepcolor.postprocessing.merge_peakless`
+    expects.
+    """
     from scipy.ndimage import gaussian_filter
 
+    return gaussian_filter(normalized, 1.0)
+
+
+def _peak_image(data, background, rms, bad):
+    """(data - background) / rms smoothed by a 1-pixel Gaussian, float32."""
     from astro_deepcolor.preprocessing import normalize
 
-    return gaussian_filter(normalize(data, background, rms, bad), 1.0)
+    return smooth_peak_image(normalize(data, background, rms, bad))
 
 
 def _prepare(data, mask):

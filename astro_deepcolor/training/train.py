@@ -321,23 +321,16 @@ def _cached(predict):
     return wrapped
 
 
-def _colour_summary(val_set, predict, radius, n_colors):
+def _colour_summary(val_set, predict, radius):
     """Colour usage and neighbour separation over the validation images."""
-    from astro_deepcolor.evaluation.colours import colour_statistics
+    from astro_deepcolor.evaluation.colours import (
+        colour_statistics,
+        pool_colour_statistics,
+    )
 
-    counts = np.zeros(n_colors, np.int64)
-    pairs = distinct = 0
-    for _, image, _, tseg, _ in val_set.items:
-        st = colour_statistics(predict(image), tseg, radius=radius)
-        counts += np.asarray(st['colour_counts'])
-        if st['n_neighbour_pairs']:
-            pairs += st['n_neighbour_pairs']
-            distinct += st['distinct_fraction'] * st['n_neighbour_pairs']
-    n = counts.sum()
-    return {'colour_counts': counts.tolist(),
-            'live_colours': int((counts >= max(1, 0.01 * n)).sum()),
-            'n_neighbour_pairs': int(pairs),
-            'distinct_fraction': float(distinct / pairs) if pairs else float('nan')}
+    return pool_colour_statistics(
+        colour_statistics(predict(image), tseg, radius=radius)
+        for _, image, _, tseg, _ in val_set.items)
 
 
 def train(model_config, train_config, *, resume=False, progress=True,
@@ -477,8 +470,7 @@ def train(model_config, train_config, *, resume=False, progress=True,
         predict = _cached(_predictor(net, device, model_config.tile_multiple))
         res = val_set.evaluate(predict, n_pixels=model_config.min_area)
         score = float(np.mean([r['score'] for r in res.values()]))
-        colours = _colour_summary(val_set, predict, model_config.halo_radius,
-                                  model_config.n_colors)
+        colours = _colour_summary(val_set, predict, model_config.halo_radius)
         entry = {'step': step, 'score': score, 'colours': colours,
                  **{k: {'completeness_at_5pc': r['best_completeness'],
                         'threshold': r['best_threshold'],

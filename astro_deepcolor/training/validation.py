@@ -221,8 +221,7 @@ class ValidationSet:
 
     def __init__(self, recipes, n_images, *, box_size=64, filter_size=3,
                  footprint_threshold=DEFAULT_FOOTPRINT_THRESHOLD):
-        from scipy.ndimage import gaussian_filter
-
+        from astro_deepcolor.inference.finder import smooth_peak_image
         from astro_deepcolor.preprocessing import estimate_background, normalize
         from astro_deepcolor.simulation import iter_recipe_images
 
@@ -238,7 +237,7 @@ class ValidationSet:
                 image = normalize(sim.data, bkg, rms)
                 self.items.append((str(name), image, sim.truth,
                                    sim.segmentation, sim.fwhm))
-                self.peaks.append(gaussian_filter(image, 1.0))
+                self.peaks.append(smooth_peak_image(image))
 
     def evaluate(self, predict, thresholds=DEFAULT_THRESHOLDS, n_pixels=5):
         """
