@@ -26,7 +26,7 @@ from torch import nn
 from astro_deepcolor.model.config import ModelConfig
 
 __all__ = ['ConvBlock', 'ProbabilityWrapper', 'SourceXtractorWrapper', 'UNet',
-           'network_from_checkpoint']
+           'grow_state_dict', 'network_from_checkpoint']
 
 
 class ConvBlock(nn.Sequential):
@@ -156,6 +156,58 @@ class SourceXtractorWrapper(nn.Module):
         """Run the network on an NHWC tile."""
         probs = torch.softmax(self.net(image.permute(0, 3, 1, 2)), dim=1)
         return probs[:, 1:].permute(0, 2, 3, 1)
+
+
+def grow_state_dict(state, config, net):
+    """
+    Weights of a trained U-Net placed into a U-Net one level deeper.
+
+    A depth-``d`` network's encoders, its decoders and its head have the
+    shapes of the outer ``d`` levels of a depth ``d + 1`` network of the
+    same width, and its bottleneck the shape of the deeper network's last
+    encoder. Those are copied; the new bottleneck, the new innermost
+    up-sampling and decoder keep ``net``'s own (fresh) weights. This is how
+    a deeper network is started from a trained shallower one (the
+    "net2net" idea of Chen et al. 2016, without its exact function
+    preservation).
+
+    Parameters
+    ----------
+    state : dict
+        ``state_dict`` of the trained network.
+    config : `~astro_deepcolor.model.ModelConfig`
+        Configuration of the trained network.
+    net : `UNet`
+        The deeper network (its configuration must equal ``config`` except
+        for ``depth``, which must be one more).
+
+    Returns
+    -------
+    grown : dict
+        A ``state_dict`` for ``net``.
+    """
+    new = net.config
+    if new.replace(depth=config.depth) != config or new.depth != config.depth + 1:
+        msg = (f'a depth-{config.depth} network can only grow into one of depth '
+               f'{config.depth + 1} with otherwise the same configuration, '
+               f'got {new.to_json()}')
+        raise ValueError(msg)
+    d = config.depth
+    grown = dict(net.state_dict())
+    for key, value in state.items():
+        head, _, rest = key.partition('.')
+        if head == 'bottleneck':
+            target = f'encoders.{d}.{rest}'
+        elif head in ('ups', 'decoders'):
+            index, _, tail = rest.partition('.')
+            target = f'{head}.{int(index) + 1}.{tail}'
+        else:
+            target = key
+        if target not in grown or grown[target].shape != value.shape:
+            msg = f'cannot place {key!r} of shape {tuple(value.shape)} as {target!r}'
+            raise ValueError(msg)
+        grown[target] = value
+    return grown
 
 
 def network_from_checkpoint(path):

@@ -32,7 +32,7 @@ import torch
 
 from astro_deepcolor.model.config import ModelConfig
 from astro_deepcolor.model.export import export_onnx
-from astro_deepcolor.model.unet import UNet
+from astro_deepcolor.model.unet import UNet, grow_state_dict
 from astro_deepcolor.training.data import CropStream, batches
 from astro_deepcolor.training.loss import DeepColoringLoss
 from astro_deepcolor.training.validation import ValidationSet
@@ -100,7 +100,10 @@ class TrainConfig:
     init_weights : str or None
         Checkpoint (``.pt``) whose network weights start a new run (a
         fine-tuning stage: fresh optimiser, schedule and data stream);
-        its model configuration must match. Ignored when resuming.
+        its model configuration must match, or be the same network one
+        level shallower, which is grown into this one
+        (`~astro_deepcolor.model.unet.grow_state_dict`). Ignored when
+        resuming.
     seed : int
         Seed of the weights and of the data stream.
     num_workers : int
@@ -400,14 +403,26 @@ def train(model_config, train_config, *, resume=False, progress=True,
     else:
         if tc.init_weights:
             init = Path(tc.init_weights)
-            state = _load_checkpoint(
-                init, model_config, device,
-                missing=f'init_weights {str(init)!r} does not exist',
-                mismatch=(f'init_weights {str(init)!r} has another model '
-                          f'configuration than the requested one'))
-            net.load_state_dict(state['model'])
+            if not init.is_file():
+                msg = f'init_weights {str(init)!r} does not exist'
+                raise FileNotFoundError(msg)
+            state = torch.load(init, map_location=device, weights_only=True)
+            init_config = ModelConfig.from_dict(state['config'])
+            if init_config == model_config:
+                net.load_state_dict(state['model'])
+                how = ''
+            elif model_config.replace(depth=init_config.depth) == init_config \
+                    and model_config.depth == init_config.depth + 1:
+                net.load_state_dict(grow_state_dict(state['model'], init_config, net))
+                how = (f', grown from depth {init_config.depth} to '
+                       f'{model_config.depth}: the new innermost level starts fresh')
+            else:
+                msg = (f'init_weights {str(init)!r} has another model '
+                       'configuration than the requested one (only a network '
+                       'one level shallower, otherwise identical, can be grown)')
+                raise ValueError(msg)
             log(f'weights initialised from {init} '
-                f'(its step {int(state.get("step", -1))})')
+                f'(its step {int(state.get("step", -1))}){how}')
         log(f'new run: model {model_config.to_json()}')
         log(f'train {json.dumps(dataclasses.asdict(tc), sort_keys=True)}')
 
