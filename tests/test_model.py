@@ -220,3 +220,33 @@ def test_shipped_model():
     assert probs[0, 0].mean() > 0.9
     assert np.mean(probs[0, 0] < 0.1) < 0.01
     assert cfg.training.get('steps_done', 0) > 0
+
+
+def test_grow_state_dict_keeps_the_outer_levels():
+    torch = pytest.importorskip('torch')
+    from astro_deepcolor.model.unet import UNet, grow_state_dict
+
+    torch.manual_seed(0)
+    small = UNet(ModelConfig(width=4, depth=2, n_colors=3)).eval()
+    big = UNet(ModelConfig(width=4, depth=3, n_colors=3))
+    big.load_state_dict(grow_state_dict(small.state_dict(), small.config, big))
+    big.eval()
+    # The encoders of the grown network compute what the small one's
+    # encoders and bottleneck computed, on the same input.
+    x = torch.randn(1, 1, 32, 32)
+    with torch.no_grad():
+        a = torch.asinh(x * small.inv_scale)
+        for enc in small.encoders:
+            a = small.pool(enc(a))
+        a = small.bottleneck(a)
+        b = torch.asinh(x * big.inv_scale)
+        for i, enc in enumerate(big.encoders):
+            b = enc(b)
+            if i < len(big.encoders) - 1:
+                b = big.pool(b)
+    torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match='can only grow into one of depth 3'):
+        grow_state_dict(small.state_dict(), small.config,
+                        UNet(ModelConfig(width=8, depth=3, n_colors=3)))
+    with pytest.raises(ValueError, match='can only grow'):
+        grow_state_dict(small.state_dict(), small.config, small)

@@ -325,6 +325,34 @@ def test_init_weights_fine_tuning(tmp_path):
         train(mc, bad, progress=False)
 
 
+def test_init_weights_grows_a_shallower_network(tmp_path):
+    torch = pytest.importorskip('torch')
+    from astro_deepcolor.training.train import train
+
+    mc, tc = _configs(tmp_path / 'a', steps=1)
+    train(mc, tc, progress=False)
+    start = torch.load(tmp_path / 'a' / 'last.pt', weights_only=True)['model']
+    deep = mc.replace(depth=3)
+    _, tc = _configs(tmp_path / 'b', steps=1, lr=1e-12, warmup_steps=0,
+                     weight_decay=0.0, init_weights=str(tmp_path / 'a' / 'last.pt'))
+    train(deep, tc, progress=False)
+    state = torch.load(tmp_path / 'b' / 'last.pt', weights_only=True)
+    assert state['config']['depth'] == 3
+    # The old bottleneck became the last encoder; the decoders moved in by one.
+    torch.testing.assert_close(state['model']['encoders.2.0.weight'],
+                               start['bottleneck.0.weight'], rtol=0, atol=1e-6)
+    torch.testing.assert_close(state['model']['decoders.2.3.weight'],
+                               start['decoders.1.3.weight'], rtol=0, atol=1e-6)
+    torch.testing.assert_close(state['model']['head.weight'],
+                               start['head.weight'], rtol=0, atol=1e-6)
+    assert 'grown from depth 2 to 3' in (tmp_path / 'b' / 'train.log').read_text()
+    # Two levels deeper, or another width, cannot be grown.
+    _, tc = _configs(tmp_path / 'c', steps=1, init_weights=str(tmp_path / 'a' / 'last.pt'))
+    for other in (mc.replace(depth=4), mc.replace(depth=3, width=8)):
+        with pytest.raises(ValueError, match='one level shallower'):
+            train(other, tc, progress=False)
+
+
 def test_resume_errors(tmp_path):
     pytest.importorskip('torch')
     from astro_deepcolor.model import ModelConfig
