@@ -656,9 +656,23 @@ def merge_peakless(segm, image, *, margin=0.5):
     smax = np.full(n + 1, -np.inf)
     np.maximum.at(smax, seg[sel], np.nan_to_num(image[sel], nan=-np.inf))
     a, b, bmax = _boundary_maxima(seg, np.nan_to_num(image, nan=-np.inf), n)
+    root = _peakless_roots(n, smax, a, b, bmax, margin)
+    return seg if root is None else root[seg]
+
+
+def _peakless_roots(n, smax, a, b, bmax, margin):
+    """
+    The decision of `merge_peakless` from per-segment summaries.
+
+    ``smax[k]`` is segment k's maximum; ``bmax[i]`` the maximum over the
+    pixels of segment ``a[i]`` that touch segment ``b[i]``. Returns the
+    label each segment is merged into (itself if none), or None when no
+    segment merges. Shared with the chunked `astro_deepcolor.batch.mosaic`
+    version, which gathers the same maxima chunk by chunk.
+    """
     ok = (bmax >= smax[a] - margin) & (smax[b] > smax[a])
     if not ok.any():
-        return seg
+        return None
     a, b, v = a[ok], b[ok], bmax[ok]
     order = np.lexsort((-v, a))      # per segment, its brightest boundary first
     first = np.ones(order.size, bool)
@@ -670,7 +684,7 @@ def merge_peakless(segm, image, *, margin=0.5):
         if np.array_equal(nxt, root):
             break
         root = nxt
-    return root[seg]
+    return root
 
 
 def warn_no_detections(stacklevel=2):

@@ -529,21 +529,52 @@ def test_detect_mosaic_equals_in_memory(tiny_model_path, threshold):
     from astro_deepcolor.batch import detect_mosaic
     from astro_deepcolor.inference import DeepColorSegmentation
 
-    # The peak merge is not applied across chunks (see detect_mosaic).
     finder = DeepColorSegmentation(threshold=threshold, n_pixels=5,
-                                   model=tiny_model_path, tile_shape=256,
-                                   peak_margin=None)
+                                   model=tiny_model_path, tile_shape=256)
     sim = simulate_image((448, 384), seed=3, density=2.0)
     data = np.array(sim.data)
     data[100:104, 200:260] = np.nan  # bad pixels, crossing a chunk edge
     segm = finder(data)
     assert segm is not None
     assert segm.n_labels > 10
+    # The peak merge has work to do here.
+    unmerged = DeepColorSegmentation(threshold=threshold, n_pixels=5,
+                                     model=tiny_model_path, tile_shape=256,
+                                     peak_margin=None)(data)
+    assert unmerged.n_labels > segm.n_labels
     assert segm.info['footprint_threshold'] == min(threshold, 0.8)
     with dask.config.set(scheduler='synchronous'):
         labels, n = detect_mosaic(da.from_array(data, chunks=128), finder,
                                   chunks=128)
         assert labels.numblocks == (4, 3)
+        labels = labels.compute()
+    assert n == segm.n_labels
+    np.testing.assert_array_equal(labels, segm.data)
+
+
+def test_detect_mosaic_peak_merge_across_chunks():
+    """The shipped model paints rims of another colour on bright sources;
+    merging them across 64-pixel chunks gives the in-memory labels."""
+    import dask
+    import dask.array as da
+
+    from astro_deepcolor.batch import detect_mosaic
+    from astro_deepcolor.inference import DeepColorSegmentation
+
+    finder = DeepColorSegmentation()
+    data = np.array(simulate_image((256, 256), seed=4, density=3.0).data)
+    segm = finder(data)
+    unmerged = DeepColorSegmentation(peak_margin=None)(data)
+    # Merged segments whose pieces lie in more than one chunk.
+    crossing = 0
+    for label in segm.labels:
+        pieces = np.unique(unmerged.data[segm.data == label])
+        if pieces[pieces > 0].size > 1:
+            ys, xs = np.nonzero(segm.data == label)
+            crossing += (np.unique(ys // 64).size > 1) or (np.unique(xs // 64).size > 1)
+    assert crossing >= 2
+    with dask.config.set(scheduler='synchronous'):
+        labels, n = detect_mosaic(da.from_array(data, chunks=64), finder, chunks=64)
         labels = labels.compute()
     assert n == segm.n_labels
     np.testing.assert_array_equal(labels, segm.data)
@@ -560,7 +591,7 @@ def test_detect_mosaic_on_the_cluster_equals_in_memory(tiny_model_path, client):
 
     finder = DeepColorSegmentation(threshold=0.5, n_pixels=5,
                                    model=tiny_model_path, tile_shape=256,
-                                   n_threads=1, peak_margin=None)
+                                   n_threads=1)
     sim = simulate_image((384, 320), seed=4, density=2.0)
     segm = finder(sim.data)
     labels, n = detect_mosaic(da.from_array(np.array(sim.data), chunks=128),

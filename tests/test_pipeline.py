@@ -68,10 +68,8 @@ def scene():
 def finder(tiny_model_path):
     from astro_deepcolor import DeepColorSegmentation
 
-    # peak_margin=None: the peak merge is not applied across the chunks of
-    # detect_mosaic (see its documentation), so the modes agree without it.
     return DeepColorSegmentation(model=tiny_model_path, tile_shape=256,
-                                 n_threads=1, peak_margin=None)
+                                 n_threads=1)
 
 
 @pytest.fixture(scope='module')
@@ -124,8 +122,7 @@ def test_every_mode_gives_the_same_catalogue(scene, finder, tiny_model_path,
     # one file on the command line
     cat = tmp_path / 'cli.fits'
     args = ['detect', str(image), '--catalog', str(cat), '--model',
-            str(tiny_model_path), '--tile-size', '256', '--quiet',
-            '--peak-margin', 'none']
+            str(tiny_model_path), '--tile-size', '256', '--quiet']
     if use_weight:
         args += ['--weight', str(weight_file)]
     assert main(args) == 0

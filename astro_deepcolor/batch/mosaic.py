@@ -29,15 +29,18 @@ import math
 import numpy as np
 
 from astro_deepcolor.postprocessing import (
+    _boundary_maxima,
     _colour_components,
     _pairs,
+    _peakless_roots,
     _structure,
     detection_levels,
     fold_groups,
 )
 from astro_deepcolor.utils._parameters import check_choice, check_positive_int
 
-__all__ = ['detect_mosaic', 'mosaic_background', 'stitch_labels']
+__all__ = ['detect_mosaic', 'merge_peakless_chunks', 'mosaic_background',
+           'stitch_labels']
 
 
 def _label_colours(colour, connectivity):
@@ -380,6 +383,119 @@ def stitch_labels(colour, *, n_pixels=5, connectivity=8, merge_fraction=0.5,
     return labels, int(kept.size)
 
 
+def _peak_summary(labels, peak, y0, x0):
+    """Per-label maximum and top-left corner, and per-pair boundary maxima,
+    of one chunk extended by one pixel (global labels and coordinates).
+    """
+    labels = np.asarray(labels)
+    peak = np.nan_to_num(np.asarray(peak, dtype=float), nan=-np.inf)
+    sel = labels > 0
+    lab = labels[sel].astype(np.int64)
+    uniq, inv = np.unique(lab, return_inverse=True)
+    smax = np.full(uniq.size, -np.inf)
+    np.maximum.at(smax, inv, peak[sel])
+    yy, xx = np.nonzero(sel)
+    ymin = np.full(uniq.size, np.iinfo(np.int64).max)
+    xmin = np.full(uniq.size, np.iinfo(np.int64).max)
+    np.minimum.at(ymin, inv, yy + y0)
+    np.minimum.at(xmin, inv, xx + x0)
+    n = int(uniq.max(initial=0))
+    a, b, bmax = _boundary_maxima(labels, peak, n)
+    return {'labels': uniq, 'smax': smax, 'ymin': ymin, 'xmin': xmin,
+            'a': a, 'b': b, 'bmax': bmax}
+
+
+def merge_peakless_chunks(labels, n_labels, peak_image, *, margin=0.5,
+                          client=None):
+    """
+    `~astro_deepcolor.postprocessing.merge_peakless` on a chunked
+    segmentation, exactly as on the whole array.
+
+    The decision needs each segment's maximum of the peak image and, for
+    each pair of touching segments, the maximum over the pixels where they
+    meet. Both are maxima, so each chunk (extended by one pixel, to see
+    its neighbours' pixels across the edge) contributes its own and the
+    driver takes the maximum of the contributions. Labels are then
+    renumbered by the top-left corner of their bounding boxes, as
+    `~astro_deepcolor.postprocessing.label_sources` does after the merge.
+
+    Parameters
+    ----------
+    labels : 2D `dask.array.Array` of int
+        Segmentation ``1..n_labels`` (0 background), e.g. from
+        `stitch_labels`.
+    n_labels : int
+        The number of labels.
+    peak_image : 2D `dask.array.Array`
+        The smoothed image in noise units
+        (`~astro_deepcolor.inference.finder.smooth_peak_image` of the
+        normalised image), same shape and chunks as ``labels``.
+    margin : float, optional
+        See `~astro_deepcolor.postprocessing.merge_peakless`.
+    client : `~distributed.Client`, optional
+        Cluster to use (default: the current dask scheduler).
+
+    Returns
+    -------
+    labels : 2D `dask.array.Array` of int32
+        The merged segmentation, labels ``1..N``.
+    n_labels : int
+        ``N``.
+    """
+    import dask
+    import dask.array as da
+
+    n = int(n_labels)
+    if n < 2:
+        return labels, n
+    if peak_image.shape != labels.shape:
+        msg = (f'peak_image must have the shape of labels {labels.shape!r}, '
+               f'got {peak_image.shape!r}')
+        raise ValueError(msg)
+    peak_image = peak_image.rechunk(labels.chunks)
+    lab_ov = da.overlap.overlap(labels, depth=1, boundary='none')
+    peak_ov = da.overlap.overlap(peak_image, depth=1, boundary='none')
+    lb, pb = lab_ov.to_delayed(), peak_ov.to_delayed()
+    ys = np.concatenate([[0], np.cumsum(labels.chunks[0])[:-1]])
+    xs = np.concatenate([[0], np.cumsum(labels.chunks[1])[:-1]])
+    tasks = [dask.delayed(_peak_summary)(lb[i, j], pb[i, j],
+                                         int(ys[i]) - (1 if i else 0),
+                                         int(xs[j]) - (1 if j else 0))
+             for i in range(lb.shape[0]) for j in range(lb.shape[1])]
+    parts = (client.gather(client.compute(tasks)) if client is not None
+             else list(dask.compute(*tasks)))
+    big = np.iinfo(np.int64).max
+    smax = np.full(n + 1, -np.inf)
+    ymin = np.full(n + 1, big)
+    xmin = np.full(n + 1, big)
+    keys, vals = [], []
+    for part in parts:
+        np.maximum.at(smax, part['labels'], part['smax'])
+        np.minimum.at(ymin, part['labels'], part['ymin'])
+        np.minimum.at(xmin, part['labels'], part['xmin'])
+        keys.append(part['a'] * (n + 1) + part['b'])
+        vals.append(part['bmax'])
+    keys = np.concatenate(keys)
+    uk, inv = np.unique(keys, return_inverse=True)
+    bmax = np.full(uk.size, -np.inf)
+    np.maximum.at(bmax, inv, np.concatenate(vals))
+    root = _peakless_roots(n, smax, uk // (n + 1), uk % (n + 1), bmax, margin)
+    if root is None:
+        return labels, n
+    # Renumber 1..N by the top-left corner of the merged bounding boxes.
+    gy = np.full(n + 1, big)
+    gx = np.full(n + 1, big)
+    np.minimum.at(gy, root[1:], ymin[1:])
+    np.minimum.at(gx, root[1:], xmin[1:])
+    present = np.flatnonzero(root[1:] == np.arange(1, n + 1)) + 1
+    corner = gy[present] * labels.shape[1] + gx[present]
+    present = present[np.argsort(corner, kind='stable')]
+    new = np.zeros(n + 1, dtype=np.int32)
+    new[present] = np.arange(1, present.size + 1, dtype=np.int32)
+    lut = new[root]
+    return labels.map_blocks(lambda block: lut[block], dtype=np.int32), int(present.size)
+
+
 def _mesh_stats(block, bad, box_size, steps, min_fraction):
     """Clipped sky mode and sigma of the meshes of one block."""
     from astro_deepcolor.preprocessing import _clipped_stats, _mesh_samples
@@ -496,6 +612,9 @@ def _colour_block(block, bad, background, rms, finder, threshold, starts,
     return colour
 
 
+_PEAK_DEPTH = 8  # > the reach of smooth_peak_image's Gaussian (4 px)
+
+
 def _chunk_multiple(finder):
     box = int(finder.config.background_box)
     mult = int(finder.config.tile_multiple)
@@ -537,22 +656,19 @@ def detect_mosaic(image, finder=None, *, mask=None, weight=None,
         The segmentation (0 = background), computed lazily from a
         persisted colour map: ``labels.compute()`` when it fits in memory,
         ``labels.to_zarr(...)`` otherwise. Equal, label for label, to
-        ``finder(image)`` on the whole image when ``finder.peak_margin`` is
-        None: the merge of segments without a peak of their own
-        (`~astro_deepcolor.postprocessing.merge_peakless`) is not applied
-        across chunks in this release, so a mosaic can keep a few pieces
-        of bright sources (rings of another colour) that ``finder(image)``
-        merges.
+        ``finder(image)`` on the whole image, the merge of segments without
+        a peak of their own included (`merge_peakless_chunks`).
     n_labels : int
         The number of sources.
 
     Notes
     -----
-    Three passes over the image: (1) mesh statistics of the background,
+    Four passes over the image: (1) mesh statistics of the background,
     (2) network and pixel classification of each chunk extended by the
     finder's ``overlap`` (which covers the receptive field, so every pixel
     sees the same context as in memory), (3) chunk labelling and the exact
-    stitching of `stitch_labels`.
+    stitching of `stitch_labels`, (4) when ``finder.peak_margin`` is set,
+    the smoothed image and the per-chunk maxima of `merge_peakless_chunks`.
     """
     import dask.array as da
 
@@ -615,7 +731,20 @@ def detect_mosaic(image, finder=None, *, mask=None, weight=None,
                f'footprint_threshold < threshold, the model has '
                f'{finder.config.n_colors}')
         raise ValueError(msg)
-    return stitch_labels(colour, n_pixels=finder.n_pixels,
-                         connectivity=finder.connectivity,
-                         merge_fraction=finder.merge_fraction, client=client,
-                         high_flag=high_flag)
+    labels, n = stitch_labels(colour, n_pixels=finder.n_pixels,
+                              connectivity=finder.connectivity,
+                              merge_fraction=finder.merge_fraction,
+                              client=client, high_flag=high_flag)
+    if finder.peak_margin is None:
+        return labels, n
+    from astro_deepcolor.inference.finder import smooth_peak_image
+    from astro_deepcolor.preprocessing import normalize
+
+    normalized = da.map_blocks(normalize, image, background, rms, bad,
+                               dtype=np.float32)
+    # The 1-pixel Gaussian reaches 4 pixels; at the image edges the blocks
+    # are not padded, so scipy's own edge mode applies, as in memory.
+    peak = da.map_overlap(smooth_peak_image, normalized, depth=_PEAK_DEPTH,
+                          boundary='none', trim=True, dtype=np.float32)
+    return merge_peakless_chunks(labels, n, peak, margin=finder.peak_margin,
+                                 client=client)
