@@ -465,8 +465,9 @@ def measure_image(finder, data, segm, header=None, *, mask=None, weight=None,
 
     For example the labels of `~astro_deepcolor.batch.detect_mosaic`:
     with the same finder and inputs, ``measure_image`` of the mosaic's
-    labels gives `detect_image`'s catalogue (except
-    ``detection_probability``, which the mosaic labels do not carry).
+    labels gives `detect_image`'s catalogue (``detection_probability``
+    too, when ``detect_mosaic(..., return_probability=True)``'s values are
+    put in ``segm.info``, see :doc:`/batch`).
 
     Parameters
     ----------

@@ -594,8 +594,11 @@ def test_detect_mosaic_on_the_cluster_equals_in_memory(tiny_model_path, client):
                                    n_threads=1)
     sim = simulate_image((384, 320), seed=4, density=2.0)
     segm = finder(sim.data)
-    labels, n = detect_mosaic(da.from_array(np.array(sim.data), chunks=128),
-                              finder, chunks=128, client=client)
+    labels, n, prob = detect_mosaic(da.from_array(np.array(sim.data), chunks=128),
+                                    finder, chunks=128, client=client,
+                                    return_probability=True)
     labels = client.compute(labels).result()
     assert n == segm.n_labels
     np.testing.assert_array_equal(labels, segm.data)
+    assert prob.dtype == np.float32
+    np.testing.assert_array_equal(prob, segm.info['detection_probability'])

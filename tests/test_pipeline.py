@@ -146,12 +146,20 @@ def test_every_mode_gives_the_same_catalogue(scene, finder, tiny_model_path,
         labels, n = detect_mosaic(da.from_array(data, chunks=128), finder,
                                   weight=w, chunks=128)
         labels = labels.compute()
-    assert n == len(cli)
-    mosaic = measure_image(finder, data, SegmentationImage(labels), header,
-                           weight=w)
-    # the mosaic's labels carry no detection probabilities
+        labels_p, n_p, prob = detect_mosaic(
+            da.from_array(data, chunks=128), finder, weight=w, chunks=128,
+            return_probability=True)
+        np.testing.assert_array_equal(labels_p.compute(), labels)
+    assert n == n_p == len(cli)
+    segm = SegmentationImage(labels)
+    # the labels alone carry no detection probabilities ...
+    mosaic = measure_image(finder, data, segm, header, weight=w)
     assert np.isnan(_values(mosaic['detection_probability'])).all()
     _assert_same_catalogue(mosaic, cli, skip=('detection_probability',))
+    # ... return_probability gives them
+    segm.info = {'detection_probability': prob, 'labels': segm.labels}
+    mosaic = measure_image(finder, data, segm, header, weight=w)
+    _assert_same_catalogue(mosaic, cli)
 
     # and the Python function itself
     segm, table = detect_image(finder, data, header, weight=w)

@@ -434,6 +434,10 @@ def merge_peakless_chunks(labels, n_labels, peak_image, *, margin=0.5,
         See `~astro_deepcolor.postprocessing.merge_peakless`.
     client : `~distributed.Client`, optional
         Cluster to use (default: the current dask scheduler).
+    return_probability : bool, optional
+        Also return each source's ``detection_probability``, as the
+        finder gives it in ``segm.info`` (the catalogue column). The
+        persisted map then holds 4 bytes per pixel instead of 1.
 
     Returns
     -------
@@ -592,9 +596,11 @@ def mosaic_background(image, bad, *, box_size=64, filter_size=3,
 
 
 def _colour_block(block, bad, background, rms, finder, threshold, starts,
-                  margin, block_info=None):
+                  margin, with_probability=False, block_info=None):
     """Deep-coloring classes of one chunk plus its margin (``HIGH_BIT`` set
-    on pixels at or above ``threshold`` when footprints go lower).
+    on pixels at or above ``threshold`` when footprints go lower); with
+    ``with_probability``, packed in uint32 with the float16 bits of the
+    foreground probability above the class byte.
     """
     from astro_deepcolor.postprocessing import classify_pixels
 
@@ -609,7 +615,47 @@ def _colour_block(block, bad, background, rms, finder, threshold, starts,
     colour, p_fg = classify_pixels(probs, low, bad)
     if detect is not None:
         colour[(colour > 0) & (p_fg >= detect)] |= HIGH_BIT
-    return colour
+    if not with_probability:
+        return colour
+    return colour | (p_fg.view(np.uint16).astype(np.uint32) << 8)
+
+
+def _unpack_colour(packed):
+    return (packed & np.uint32(0xFF)).astype(np.uint8)
+
+
+def _unpack_probability(packed):
+    return (packed >> np.uint32(8)).astype(np.uint16).view(np.float16)
+
+
+def _label_maxima(labels, values):
+    """Labels present in a chunk and the maximum of ``values`` over each."""
+    labels = np.asarray(labels)
+    sel = labels > 0
+    uniq, inv = np.unique(labels[sel], return_inverse=True)
+    top = np.full(uniq.size, -np.inf, dtype=np.float32)
+    np.maximum.at(top, inv, np.asarray(values)[sel].astype(np.float32))
+    return uniq, top
+
+
+def _detection_probability(labels, n_labels, p_fg, config, client):
+    """Each source's peak foreground probability, calibrated as
+    `~astro_deepcolor.DeepColorSegmentation` does (float32, labels 1..N).
+    """
+    import dask
+
+    lb, pb = labels.to_delayed().ravel(), p_fg.rechunk(labels.chunks).to_delayed().ravel()
+    tasks = [dask.delayed(_label_maxima)(a, b) for a, b in zip(lb, pb, strict=True)]
+    parts = (client.gather(client.compute(tasks)) if client is not None
+             else list(dask.compute(*tasks)))
+    prob = np.full(n_labels + 1, -np.inf, dtype=np.float32)
+    for uniq, top in parts:
+        np.maximum.at(prob, uniq, top)
+    prob = prob[1:]
+    rel = config.reliability_map
+    if rel:
+        prob = np.interp(prob, rel['probability'], rel['reliability']).astype(np.float32)
+    return prob
 
 
 _PEAK_DEPTH = 8  # > the reach of smooth_peak_image's Gaussian (4 px)
@@ -622,7 +668,8 @@ def _chunk_multiple(finder):
 
 
 def detect_mosaic(image, finder=None, *, mask=None, weight=None,
-                  weight_type='weight', chunks=2048, client=None):
+                  weight_type='weight', chunks=2048, client=None,
+                  return_probability=False):
     """
     Detect sources in a huge image, chunk by chunk, with exact stitching.
 
@@ -649,6 +696,10 @@ def detect_mosaic(image, finder=None, *, mask=None, weight=None,
         bytes.
     client : `~distributed.Client`, optional
         Cluster to use (default: the current dask scheduler).
+    return_probability : bool, optional
+        Also return each source's ``detection_probability``, as the
+        finder gives it in ``segm.info`` (the catalogue column). The
+        persisted map then holds 4 bytes per pixel instead of 1.
 
     Returns
     -------
@@ -660,6 +711,12 @@ def detect_mosaic(image, finder=None, *, mask=None, weight=None,
         a peak of their own included (`merge_peakless_chunks`).
     n_labels : int
         The number of sources.
+    detection_probability : 1D `~numpy.ndarray` of float32
+        Only with ``return_probability``: the probability that each source
+        (labels ``1..n_labels`` in order) is real, equal to the finder's
+        ``segm.info['detection_probability']`` on the whole image. Give it
+        to `~astro_deepcolor.pipeline.measure_image` through
+        ``segm.info`` (see :doc:`/batch`) for the catalogue column.
 
     Notes
     -----
@@ -670,6 +727,7 @@ def detect_mosaic(image, finder=None, *, mask=None, weight=None,
     stitching of `stitch_labels`, (4) when ``finder.peak_margin`` is set,
     the smoothed image and the per-chunk maxima of `merge_peakless_chunks`.
     """
+    import dask
     import dask.array as da
 
     if finder is None:
@@ -720,10 +778,20 @@ def detect_mosaic(image, finder=None, *, mask=None, weight=None,
     colour = da.map_overlap(
         _colour_block, image, bad, background, rms, depth=margin,
         boundary='none', trim=True, dtype=np.uint8, finder=finder,
-        threshold=finder.threshold, meta=np.zeros((0, 0), np.uint8),
+        threshold=finder.threshold,
+        meta=np.zeros((0, 0), np.uint32 if return_probability else np.uint8),
         starts=[np.concatenate([[0], np.cumsum(c)[:-1]]) for c in image.chunks],
-        margin=margin)
-    colour = client.persist(colour) if client is not None else colour.persist()
+        margin=margin, with_probability=bool(return_probability))
+    if return_probability:
+        # One network pass feeds both persisted maps.
+        packed = colour
+        colour = packed.map_blocks(_unpack_colour, dtype=np.uint8)
+        p_fg = packed.map_blocks(_unpack_probability, dtype=np.float16)
+        colour, p_fg = (client.persist([colour, p_fg]) if client is not None
+                        else dask.persist(colour, p_fg))
+        del packed
+    else:
+        colour = client.persist(colour) if client is not None else colour.persist()
     high_flag = detection_levels(finder.threshold,
                                  finder.footprint_threshold)[1] is not None
     if high_flag and finder.config.n_colors >= HIGH_BIT:
@@ -735,16 +803,20 @@ def detect_mosaic(image, finder=None, *, mask=None, weight=None,
                               connectivity=finder.connectivity,
                               merge_fraction=finder.merge_fraction,
                               client=client, high_flag=high_flag)
-    if finder.peak_margin is None:
-        return labels, n
-    from astro_deepcolor.inference.finder import smooth_peak_image
-    from astro_deepcolor.preprocessing import normalize
+    if finder.peak_margin is not None:
+        from astro_deepcolor.inference.finder import smooth_peak_image
+        from astro_deepcolor.preprocessing import normalize
 
-    normalized = da.map_blocks(normalize, image, background, rms, bad,
-                               dtype=np.float32)
-    # The 1-pixel Gaussian reaches 4 pixels; at the image edges the blocks
-    # are not padded, so scipy's own edge mode applies, as in memory.
-    peak = da.map_overlap(smooth_peak_image, normalized, depth=_PEAK_DEPTH,
-                          boundary='none', trim=True, dtype=np.float32)
-    return merge_peakless_chunks(labels, n, peak, margin=finder.peak_margin,
-                                 client=client)
+        normalized = da.map_blocks(normalize, image, background, rms, bad,
+                                   dtype=np.float32)
+        # The 1-pixel Gaussian reaches 4 pixels; at the image edges the
+        # blocks are not padded, so scipy's own edge mode applies, as in
+        # memory.
+        peak = da.map_overlap(smooth_peak_image, normalized, depth=_PEAK_DEPTH,
+                              boundary='none', trim=True, dtype=np.float32)
+        labels, n = merge_peakless_chunks(labels, n, peak,
+                                          margin=finder.peak_margin,
+                                          client=client)
+    if not return_probability:
+        return labels, n
+    return labels, n, _detection_probability(labels, n, p_fg, finder.config, client)
