@@ -580,6 +580,33 @@ def test_detect_mosaic_peak_merge_across_chunks():
     np.testing.assert_array_equal(labels, segm.data)
 
 
+def test_merge_peakless_chunks_equals_in_memory():
+    """On odd chunk shapes too: the unmerged labels and the peak image of
+    the finder, merged chunk by chunk, give the finder's labels."""
+    import dask
+    import dask.array as da
+
+    from astro_deepcolor.batch import merge_peakless_chunks
+    from astro_deepcolor.inference import DeepColorSegmentation
+
+    data = np.array(simulate_image((256, 256), seed=5, density=3.0).data)
+    finder = DeepColorSegmentation()
+    segm = finder(data)
+    unmerged = DeepColorSegmentation(peak_margin=None)(data)
+    assert unmerged.n_labels > segm.n_labels
+    peak = finder.peak_image(data)
+    with dask.config.set(scheduler='synchronous'):
+        for chunks in ((50, 37), (256, 256), (1, 256)):
+            labels, n = merge_peakless_chunks(
+                da.from_array(unmerged.data, chunks=chunks), unmerged.n_labels,
+                da.from_array(peak, chunks=chunks))
+            assert n == segm.n_labels
+            np.testing.assert_array_equal(labels.compute(), segm.data)
+    with pytest.raises(ValueError, match='peak_image must have the shape'):
+        merge_peakless_chunks(da.from_array(unmerged.data), unmerged.n_labels,
+                              da.from_array(peak[:-1]))
+
+
 def test_detect_mosaic_on_the_cluster_equals_in_memory(tiny_model_path, client):
     """The same on a real 2-worker cluster, with a finder that was used
     before (its session stays behind; the copy on the workers builds its

@@ -24,7 +24,12 @@ from .inputs import (
     scan_image_hdus,
 )
 from .manifest import FILE_ROW, STATUSES, Manifest
-from .mosaic import detect_mosaic, mosaic_background, stitch_labels
+from .mosaic import (
+    detect_mosaic,
+    merge_peakless_chunks,
+    mosaic_background,
+    stitch_labels,
+)
 from .runner import (
     BatchDetector,
     BatchResult,
@@ -47,6 +52,7 @@ __all__ = [
     'detect_mosaic',
     'expand_inputs',
     'make_client',
+    'merge_peakless_chunks',
     'mosaic_background',
     'output_stems',
     'read_image_hdu',
