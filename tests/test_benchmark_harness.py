@@ -13,6 +13,7 @@ from astro_deepcolor.evaluation.harness import (
     SIGMA_SWEEP,
     _best_at,
     available_detectors,
+    make_detector,
     merge_results,
     refine_bracket,
     refine_crossing,
@@ -54,6 +55,31 @@ def test_best_at():
 def test_unknown_detector():
     with pytest.raises(ValueError, match='detectors must be among'):
         available_detectors(['nope'])
+
+
+def test_sourcextractor_rows_follow_the_model(tmp_path):
+    """``--model`` never silently benchmarks the shipped SourceXtractor++
+    model under another model's name."""
+    import shutil
+
+    from astro_deepcolor.baselines.sourcextractor_onnx import (
+        DEFAULT_SOURCEXTRACTOR_MODEL,
+    )
+    from astro_deepcolor.model import DEFAULT_MODEL_PATH
+
+    run, skipped = available_detectors(['cnn', 'cnn_sourcextractor'])
+    assert run == ['cnn', 'cnn_sourcextractor']
+    assert make_detector('cnn_sourcextractor', 4.0).model == DEFAULT_SOURCEXTRACTOR_MODEL
+    mine = tmp_path / 'mine.onnx'
+    shutil.copy(DEFAULT_MODEL_PATH, mine)
+    run, skipped = available_detectors(['cnn', 'cnn_sourcextractor'], model=mine)
+    assert run == ['cnn']
+    assert 'mine_sourcextractor.onnx' in skipped['cnn_sourcextractor']
+    shutil.copy(DEFAULT_SOURCEXTRACTOR_MODEL, tmp_path / 'mine_sourcextractor.onnx')
+    run, _ = available_detectors(['cnn', 'cnn_sourcextractor'], model=mine)
+    assert run == ['cnn', 'cnn_sourcextractor']
+    det = make_detector('cnn_sourcextractor', 4.0, model=mine)
+    assert det.model == tmp_path / 'mine_sourcextractor.onnx'
 
 
 def test_quick_cli_outputs(tmp_path, capsys):

@@ -50,7 +50,9 @@ class SourceXtractorCNNDetector:
         """Why the detector cannot run (None when it can)."""
         path = DEFAULT_SOURCEXTRACTOR_MODEL if model is None else Path(model)
         if not path.is_file():
-            return f'no SourceXtractor++-form model at {str(path)!r}'
+            return (f'no SourceXtractor++-form model at {str(path)!r} (write '
+                    f'one with astro-deepcolor export-onnx CHECKPOINT {path.name} '
+                    '--sourcextractor)')
         return None
 
     @classmethod

@@ -427,9 +427,10 @@ def merge_peakless_chunks(labels, n_labels, peak_image, *, margin=0.5,
     n_labels : int
         The number of labels.
     peak_image : 2D `dask.array.Array`
-        The smoothed image in noise units
-        (`~astro_deepcolor.inference.finder.smooth_peak_image` of the
-        normalised image), same shape and chunks as ``labels``.
+        The smoothed image in noise units (the normalised image convolved
+        with a 1-pixel Gaussian, as
+        `~astro_deepcolor.DeepColorSegmentation.peak_image` gives it), same
+        shape as ``labels``.
     margin : float, optional
         See `~astro_deepcolor.postprocessing.merge_peakless`.
     client : `~distributed.Client`, optional

@@ -47,7 +47,9 @@ def add_parser(parser):
                         metavar=('NY', 'NX'),
                         help='override the recipe image shape')
     parser.add_argument('--model', default=None,
-                        help='CNN model file (default: the shipped model)')
+                        help='CNN model file (default: the shipped model); '
+                        'cnn_sourcextractor runs MODEL_STEM_sourcextractor.onnx '
+                        'beside it, and is skipped when there is none')
     parser.add_argument('--bootstrap', type=int, default=200,
                         help='bootstrap resamples of the images (default 200)')
     parser.add_argument('--no-real', action='store_true',

@@ -56,6 +56,7 @@ __all__ = [
     'refine_bracket',
     'refine_crossing',
     'run_sweeps',
+    'sourcextractor_model_for',
     'summarize',
 ]
 
@@ -205,6 +206,36 @@ def __getattr__(name):
     raise AttributeError(msg)
 
 
+def sourcextractor_model_for(model=None):
+    """
+    The SourceXtractor++-form model that goes with a CNN model file.
+
+    Parameters
+    ----------
+    model : str or `~pathlib.Path`, optional
+        The CNN model (``astro_deepcolor`` form). None: the shipped one.
+
+    Returns
+    -------
+    path : `~pathlib.Path`
+        The shipped ``deepcolor_default_sourcextractor.onnx`` for None,
+        else ``<stem>_sourcextractor.onnx`` beside ``model`` (the name the
+        shipped pair uses), which may not exist: the ``cnn_sourcextractor``
+        detector then does not run, rather than run another model than the
+        one benchmarked.
+    """
+    from pathlib import Path
+
+    from astro_deepcolor.baselines.sourcextractor_onnx import (
+        DEFAULT_SOURCEXTRACTOR_MODEL,
+    )
+
+    if model is None:
+        return DEFAULT_SOURCEXTRACTOR_MODEL
+    model = Path(model)
+    return model.with_name(f'{model.stem}_sourcextractor.onnx')
+
+
 def available_detectors(names=None, *, model=None):
     """
     Split detector names into runnable ones and skipped ones.
@@ -231,8 +262,12 @@ def available_detectors(names=None, *, model=None):
             msg = (f'detectors must be among {sorted(classes)}, got '
                    f'{name!r}')
             raise ValueError(msg)
-        reason = (classes[name].unavailable_reason(model) if name == 'cnn'
-                  else classes[name].unavailable_reason())
+        if name == 'cnn':
+            reason = classes[name].unavailable_reason(model)
+        elif name == 'cnn_sourcextractor':
+            reason = classes[name].unavailable_reason(sourcextractor_model_for(model))
+        else:
+            reason = classes[name].unavailable_reason()
         if reason is None:
             run.append(name)
         else:
@@ -252,7 +287,8 @@ def make_detector(name, fwhm, *, model=None):
     fwhm : float
         PSF FWHM of the image, pixels.
     model : str, optional
-        CNN model file (default: the shipped model).
+        CNN model file (default: the shipped model); ``cnn_sourcextractor``
+        runs its SourceXtractor++-form sibling (`sourcextractor_model_for`).
 
     Returns
     -------
@@ -273,6 +309,8 @@ def make_detector(name, fwhm, *, model=None):
         return cls(fwhm=fwhm, filter_type='matched')
     if name == 'cnn':
         return cls(fwhm=fwhm, model=model)
+    if name == 'cnn_sourcextractor':
+        return cls(fwhm=fwhm, model=sourcextractor_model_for(model))
     return cls(fwhm=fwhm)
 
 
