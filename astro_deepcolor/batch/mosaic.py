@@ -435,10 +435,6 @@ def merge_peakless_chunks(labels, n_labels, peak_image, *, margin=0.5,
         See `~astro_deepcolor.postprocessing.merge_peakless`.
     client : `~distributed.Client`, optional
         Cluster to use (default: the current dask scheduler).
-    return_probability : bool, optional
-        Also return each source's ``detection_probability``, as the
-        finder gives it in ``segm.info`` (the catalogue column). The
-        persisted map then holds 4 bytes per pixel instead of 1.
 
     Returns
     -------
@@ -497,8 +493,18 @@ def merge_peakless_chunks(labels, n_labels, peak_image, *, margin=0.5,
     present = present[np.argsort(corner, kind='stable')]
     new = np.zeros(n + 1, dtype=np.int32)
     new[present] = np.arange(1, present.size + 1, dtype=np.int32)
-    lut = new[root]
-    return labels.map_blocks(lambda block: lut[block], dtype=np.int32), int(present.size)
+    # One copy of the lookup table in the graph, shared by every chunk.
+    lut = dask.delayed(new[root], pure=True)
+    blocks = labels.to_delayed()
+    out = [[da.from_delayed(dask.delayed(_lookup)(blocks[i, j], lut),
+                            shape=(labels.chunks[0][i], labels.chunks[1][j]),
+                            dtype=np.int32)
+            for j in range(blocks.shape[1])] for i in range(blocks.shape[0])]
+    return da.block(out), int(present.size)
+
+
+def _lookup(block, lut):
+    return lut[block]
 
 
 def _mesh_stats(block, bad, box_size, steps, min_fraction):
