@@ -263,7 +263,8 @@ def assign_colors(pref, pairs, priority=None, *, min_usage=0.5):
 def deep_coloring_loss(output, labels, halo_pix, halo_src, *, mu=5.0,
                        fg_weight=0.5, min_area=1, from_logits=True,
                        bg_weights=None, source_weights=None, pixel_weights=None,
-                       min_usage=0.5, pixel_share=0.0, return_details=False):
+                       min_usage=0.5, pixel_share=0.0, neighbour_weight=0.0,
+                       return_details=False):
     """
     Deep-coloring loss of a batch.
 
@@ -304,6 +305,15 @@ def deep_coloring_loss(output, labels, halo_pix, halo_src, *, mu=5.0,
         5-pixel source, and a network trained with it paints bright stars
         in concentric rings of colours (each ring a false detection); a
         share of per-pixel mean keeps big sources whole.
+    neighbour_weight : float, optional
+        Weight of a *neighbour-exclusion* term (0: none): for every source
+        k, the mean over the pixels of *other* sources' footprints inside
+        k's halo of ``-log(1 - y_{c_k}(p))``, averaged over the sources
+        that have such pixels and added to the loss. It is the halo term of
+        Kulikov et al.'s loss restricted to where it matters here: it
+        pushes a source's colour off its touching neighbours, whose pixels
+        the footprint term alone lets the network paint in one colour
+        (background halo pixels are already the background term's).
     return_details : bool, optional
         Also return a dict with the chosen colours and term values.
 
@@ -391,9 +401,20 @@ def deep_coloring_loss(output, labels, halo_pix, halo_src, *, mu=5.0,
             wp = wk[src] * v
             pixel_term = (wp * nll).sum() / wp.sum().clamp_min(1e-12)
             fg_term = (1.0 - pixel_share) * fg_term + pixel_share * pixel_term
+        nb_term = zero
+        other = (owner >= 0) & (owner != hsrc)
+        if neighbour_weight > 0 and bool(other.any()):
+            ks, px = hsrc[other], hpix[other]
+            lp = flat[px, 1 + colors[ks]].clamp(max=-1e-6)
+            excl = -torch.log1p(-torch.exp(lp))          # -log(1 - y_ck(p))
+            num = torch.zeros(n_src, device=dev, dtype=excl.dtype).index_add_(0, ks, excl)
+            cnt = torch.bincount(ks, minlength=n_src)
+            has = cnt > 0
+            nb_term = (num[has] / cnt[has]).mean()
     else:
         colors = torch.zeros(0, dtype=torch.int64, device=dev)
         fg_term = zero
+        nb_term = zero
     if bg_weights is not None:
         wts = bg_weights.reshape(-1).to(device=dev, dtype=flat.dtype)[bg_idx]
         if wts.numel() and float(wts.min()) < 0:
@@ -413,9 +434,11 @@ def deep_coloring_loss(output, labels, halo_pix, halo_src, *, mu=5.0,
         loss = fg_term
     else:
         loss = bg_term
+    if neighbour_weight > 0:
+        loss = loss + neighbour_weight * nb_term
     if return_details:
         details.update(colors=colors, pairs=pairs, fg=fg_term.detach(),
-                       bg=bg_term.detach())
+                       bg=bg_term.detach(), neighbour=nb_term.detach())
         return loss, details
     return loss
 
@@ -441,10 +464,13 @@ class DeepColoringLoss(nn.Module):
     pixel_share : float, optional
         Share of the per-pixel mean in the footprint term (see
         `deep_coloring_loss`).
+    neighbour_weight : float, optional
+        Weight of the neighbour-exclusion term (see `deep_coloring_loss`).
     """
 
     def __init__(self, mu=5.0, fg_weight=0.5, min_area=1,
-                 contaminant_weight=1.0, min_usage=0.5, pixel_share=0.0):
+                 contaminant_weight=1.0, min_usage=0.5, pixel_share=0.0,
+                 neighbour_weight=0.0):
         super().__init__()
         if not mu >= 0:
             msg = f'mu must be >= 0, got {mu!r}'
@@ -470,6 +496,10 @@ class DeepColoringLoss(nn.Module):
             msg = f'pixel_share must be in [0, 1], got {pixel_share!r}'
             raise ValueError(msg)
         self.pixel_share = float(pixel_share)
+        if not neighbour_weight >= 0:
+            msg = f'neighbour_weight must be >= 0, got {neighbour_weight!r}'
+            raise ValueError(msg)
+        self.neighbour_weight = float(neighbour_weight)
 
     def forward(self, logits, labels, halo_pix, halo_src, contaminated=None,
                 return_details=False, source_weights=None, pixel_weights=None):
@@ -508,4 +538,5 @@ class DeepColoringLoss(nn.Module):
                                   pixel_weights=pixel_weights,
                                   min_usage=self.min_usage,
                                   pixel_share=self.pixel_share,
+                                  neighbour_weight=self.neighbour_weight,
                                   return_details=return_details)

@@ -94,6 +94,9 @@ class TrainConfig:
     pixel_share : float
         Share of the per-pixel mean in the footprint term of the loss
         (`~astro_deepcolor.training.loss.deep_coloring_loss`).
+    neighbour_weight : float
+        Weight of the loss's neighbour-exclusion term (0: none; see
+        `~astro_deepcolor.training.loss.deep_coloring_loss`).
     min_usage : float
         Colour quota of the colour assignment
         (`~astro_deepcolor.training.loss.assign_colors`; 0 disables it).
@@ -147,6 +150,7 @@ class TrainConfig:
     border_weight: float = 1.0
     min_usage: float = 0.0
     pixel_share: float = 0.0
+    neighbour_weight: float = 0.0
     init_weights: str | None = None
     seed: int = 0
     num_workers: int = 1
@@ -199,6 +203,9 @@ class TrainConfig:
             if not getattr(self, name) >= 1:
                 msg = f'{name} must be >= 1, got {getattr(self, name)!r}'
                 raise ValueError(msg)
+        if not self.neighbour_weight >= 0:
+            msg = f'neighbour_weight must be >= 0, got {self.neighbour_weight!r}'
+            raise ValueError(msg)
         if not 0 <= self.pixel_share <= 1:
             msg = f'pixel_share must be in [0, 1], got {self.pixel_share!r}'
             raise ValueError(msg)
@@ -385,7 +392,8 @@ def train(model_config, train_config, *, resume=False, progress=True,
                                  min_area=model_config.min_area,
                                  contaminant_weight=tc.contaminant_weight,
                                  min_usage=tc.min_usage,
-                                 pixel_share=tc.pixel_share)
+                                 pixel_share=tc.pixel_share,
+                                 neighbour_weight=tc.neighbour_weight)
     step, best, history = 0, -1.0, []
     if resume:
         state = _load_checkpoint(
@@ -464,6 +472,7 @@ def train(model_config, train_config, *, resume=False, progress=True,
                 'border_weight': tc.border_weight,
                 'min_usage': tc.min_usage,
                 'pixel_share': tc.pixel_share,
+                'neighbour_weight': tc.neighbour_weight,
                 'init_weights': tc.init_weights,
                 'best_score': best,
                 'last_validation': history[-1] if history else None}
@@ -553,13 +562,15 @@ def train(model_config, train_config, *, resume=False, progress=True,
             step += 1
             n_live = int(torch.unique(det['colors']).numel())
             window.append([loss.item(), float(det['fg']), float(det['bg']),
-                           det['source_ids'].numel(), len(det['pairs']), n_live])
+                           det['source_ids'].numel(), len(det['pairs']), n_live,
+                           float(det['neighbour'])])
             bar.update(1)
             if step % tc.log_every == 0:
                 w = np.mean(window, axis=0)
                 dt = time.perf_counter() - t_window
                 last_loss = float(w[0])
-                log(f'step {step} loss {w[0]:.4f} fg {w[1]:.4f} bg {w[2]:.4f} '
+                nb = f'neighbour {w[6]:.4f} ' if tc.neighbour_weight > 0 else ''
+                log(f'step {step} loss {w[0]:.4f} fg {w[1]:.4f} bg {w[2]:.4f} {nb}'
                     f'sources/batch {w[3]:.0f} neighbour pairs/batch {w[4]:.0f} '
                     f'colours assigned {w[5]:.1f} lr {sched.get_last_lr()[0]:.2e} '
                     f'{dt / len(window):.2f}s/step')
