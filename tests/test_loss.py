@@ -259,14 +259,21 @@ def _two_touching():
     return labels, torch.from_numpy(pix), torch.from_numpy(src)
 
 
-def test_touching_sources_get_different_colors_when_halo_dominates():
-    labels, hpix, hsrc = _two_touching()
-    # Both sources are currently predicted in colour 1; source 1 more
-    # strongly. Elsewhere the colours are weak.
+def _two_touching_probs(labels):
+    """Both sources predicted in colour 1, source 1 more strongly;
+    elsewhere the colours are weak."""
     probs = torch.full((1, 4, 16, 16), 0.02)
     probs[0, 0] = 0.94
     probs[0, :, labels[0] == 1] = torch.tensor([0.02, 0.9, 0.05, 0.03])[:, None]
     probs[0, :, labels[0] == 2] = torch.tensor([0.1, 0.6, 0.2, 0.1])[:, None]
+    return probs
+
+
+def test_touching_sources_get_different_colors_when_halo_dominates():
+    labels, hpix, hsrc = _two_touching()
+    # Both sources are currently predicted in colour 1; source 1 more
+    # strongly. Elsewhere the colours are weak.
+    probs = _two_touching_probs(labels)
     empty = (hpix, hsrc)
     _, det0 = deep_coloring_loss(probs, labels, *empty, mu=0.0,
                                  from_logits=False, return_details=True)
@@ -284,10 +291,7 @@ def test_touching_sources_get_different_colors_when_halo_dominates():
 
 def test_neighbour_term_by_hand():
     labels, hpix, hsrc = _two_touching()
-    probs = torch.full((1, 4, 16, 16), 0.02)
-    probs[0, 0] = 0.94
-    probs[0, :, labels[0] == 1] = torch.tensor([0.02, 0.9, 0.05, 0.03])[:, None]
-    probs[0, :, labels[0] == 2] = torch.tensor([0.1, 0.6, 0.2, 0.1])[:, None]
+    probs = _two_touching_probs(labels)
     base, det0 = deep_coloring_loss(probs, labels, hpix, hsrc, from_logits=False,
                                     return_details=True)
     loss, det = deep_coloring_loss(probs, labels, hpix, hsrc, from_logits=False,

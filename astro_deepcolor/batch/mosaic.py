@@ -390,10 +390,8 @@ def _peak_summary(labels, peak, y0, x0):
     labels = np.asarray(labels)
     peak = np.nan_to_num(np.asarray(peak, dtype=float), nan=-np.inf)
     sel = labels > 0
-    lab = labels[sel].astype(np.int64)
-    uniq, inv = np.unique(lab, return_inverse=True)
-    smax = np.full(uniq.size, -np.inf)
-    np.maximum.at(smax, inv, peak[sel])
+    uniq, smax = _label_maxima(labels, peak, dtype=float)
+    inv = np.searchsorted(uniq, labels[sel])
     yy, xx = np.nonzero(sel)
     ymin = np.full(uniq.size, np.iinfo(np.int64).max)
     xmin = np.full(uniq.size, np.iinfo(np.int64).max)
@@ -635,13 +633,13 @@ def _unpack_probability(packed):
     return (packed >> np.uint32(8)).astype(np.uint16).view(np.float16)
 
 
-def _label_maxima(labels, values):
+def _label_maxima(labels, values, dtype=np.float32):
     """Labels present in a chunk and the maximum of ``values`` over each."""
     labels = np.asarray(labels)
     sel = labels > 0
     uniq, inv = np.unique(labels[sel], return_inverse=True)
-    top = np.full(uniq.size, -np.inf, dtype=np.float32)
-    np.maximum.at(top, inv, np.asarray(values)[sel].astype(np.float32))
+    top = np.full(uniq.size, -np.inf, dtype=dtype)
+    np.maximum.at(top, inv, np.asarray(values)[sel].astype(dtype))
     return uniq, top
 
 
