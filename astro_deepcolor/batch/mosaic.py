@@ -43,6 +43,17 @@ __all__ = ['detect_mosaic', 'merge_peakless_chunks', 'mosaic_background',
            'stitch_labels']
 
 
+def _chunk_edges(chunks):
+    """Each axis's chunk edges (0, ..., n): chunk i is [e[i], e[i + 1])."""
+    return tuple(np.concatenate([[0], np.cumsum(c)]).astype(np.int64)
+                 for c in chunks)
+
+
+def _chunk_starts(chunks):
+    """Each axis's chunk start offsets."""
+    return tuple(e[:-1] for e in _chunk_edges(chunks))
+
+
 def _label_colours(colour, connectivity):
     """
     Connected components of each colour of a block.
@@ -228,8 +239,7 @@ def stitch_labels(colour, *, n_pixels=5, connectivity=8, merge_fraction=0.5,
     width = colour.shape[1]
     blocks = colour.to_delayed()
     nby, nbx = blocks.shape
-    ystarts = np.concatenate([[0], np.cumsum(colour.chunks[0])[:-1]])
-    xstarts = np.concatenate([[0], np.cumsum(colour.chunks[1])[:-1]])
+    ystarts, xstarts = _chunk_starts(colour.chunks)
     tasks = [dask.delayed(_block_summary)(blocks[i, j], int(ystarts[i]),
                                           int(xstarts[j]), width, connectivity,
                                           high_flag)
@@ -455,8 +465,7 @@ def merge_peakless_chunks(labels, n_labels, peak_image, *, margin=0.5,
     lab_ov = da.overlap.overlap(labels, depth=1, boundary='none')
     peak_ov = da.overlap.overlap(peak_image, depth=1, boundary='none')
     lb, pb = lab_ov.to_delayed(), peak_ov.to_delayed()
-    ys = np.concatenate([[0], np.cumsum(labels.chunks[0])[:-1]])
-    xs = np.concatenate([[0], np.cumsum(labels.chunks[1])[:-1]])
+    ys, xs = _chunk_starts(labels.chunks)
     tasks = [dask.delayed(_peak_summary)(lb[i, j], pb[i, j],
                                          int(ys[i]) - (1 if i else 0),
                                          int(xs[j]) - (1 if j else 0))
@@ -587,8 +596,7 @@ def mosaic_background(image, bad, *, box_size=64, filter_size=3,
     wy = _spline_weights(ny, box_size, mby)
     wx = _spline_weights(nx, box_size, mbx)
     meshes = np.stack([mode, sigma]).astype(np.float32)
-    ys = np.concatenate([[0], np.cumsum(image.chunks[0])])
-    xs = np.concatenate([[0], np.cumsum(image.chunks[1])])
+    ys, xs = _chunk_edges(image.chunks)
     maps = []
     for which in (0, 1):
         out = [[da.from_delayed(
@@ -785,7 +793,7 @@ def detect_mosaic(image, finder=None, *, mask=None, weight=None,
         boundary='none', trim=True, dtype=np.uint8, finder=finder,
         threshold=finder.threshold,
         meta=np.zeros((0, 0), np.uint32 if return_probability else np.uint8),
-        starts=[np.concatenate([[0], np.cumsum(c)[:-1]]) for c in image.chunks],
+        starts=_chunk_starts(image.chunks),
         margin=margin, with_probability=bool(return_probability))
     if return_probability:
         # One network pass feeds both persisted maps.
