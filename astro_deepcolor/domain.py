@@ -116,21 +116,12 @@ def measure_fwhm(data, *, mask=None, snr_min=15.0, min_sources=3,
     from photutils.detection import find_peaks
     from scipy import ndimage
 
-    data = np.asarray(data, dtype=float)
-    if data.ndim != 2:
-        msg = f'data must be a 2D image, got shape {data.shape}'
-        raise ValueError(msg)
+    from astro_deepcolor.baselines.base import prepare_image
+
     if snr_min <= 0:
         msg = f'snr_min must be positive, got {snr_min!r}'
         raise ValueError(msg)
-    bad = ~np.isfinite(data)
-    if mask is not None:
-        mask = np.asarray(mask, dtype=bool)
-        if mask.shape != data.shape:
-            msg = (f'mask must have the shape of data {data.shape}, got '
-                   f'{mask.shape}')
-            raise ValueError(msg)
-        bad |= mask
+    data, bad = prepare_image(data, mask, dtype=np.float64)
     if bad.all():
         return float('nan'), 0
     _, sky, rms = sigma_clipped_stats(data, mask=bad, sigma=3.0)
