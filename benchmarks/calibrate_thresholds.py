@@ -134,48 +134,30 @@ def _sweep(finder, regime, n_images, snr_min=5.0):
                                           for cut, col in colour.items()}
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('checkpoint', help='training checkpoint (.pt)')
-    parser.add_argument('--n-images', type=int, default=12,
-                        help='validation images per regime (default 12)')
-    parser.add_argument('--out', help='ONNX model to write (package form)')
-    parser.add_argument('--sx-out', help='ONNX model to write (SourceXtractor++ form)')
-    parser.add_argument('--results', default=str(ROOT / 'results' / 'calibration'))
-    parser.add_argument('--plot', default=str(ROOT / 'docs' / '_static' / 'calibration.png'))
-    parser.add_argument('--overwrite', action='store_true')
-    args = parser.parse_args(argv)
-
-    from astro_deepcolor import DeepColorSegmentation
+def _calibrate(finder, n_images):
+    """Operating points, curves, reliability and colours of one finder."""
     from astro_deepcolor.evaluation.calibration import (
         fit_reliability_map,
         reliability,
         threshold_at_contamination,
     )
-    from astro_deepcolor.model.export import export_onnx
-    from astro_deepcolor.model.unet import network_from_checkpoint
 
-    net = network_from_checkpoint(args.checkpoint)
-    with tempfile.TemporaryDirectory() as tmp:
-        plain = export_onnx(net, Path(tmp) / 'model.onnx')
-        finder = DeepColorSegmentation(model=str(plain), threshold=0.5,
-                                       n_pixels=5, progress_bar=False)
-        noise = _noise_counts(finder)
-        per = {}
-        rel_p, rel_y = [], []
-        colours = {}
-        for regime in ('clean', 'contaminated'):
-            counts, n_bright, pt, col = _sweep(finder, regime, args.n_images)
-            per[regime] = (counts, n_bright)
-            for p, y in pt:
-                rel_p.append(p)
-                rel_y.append(y)
-            colours[regime] = {cut: {
-                'colour_counts': c['colour_counts'],
-                'n_neighbour_pairs': c['n_neighbour_pairs'],
-                'distinct_fraction': (c['distinct_fraction'] if c['n_neighbour_pairs']
-                                      else None)}
-                for cut, c in col.items()}
+    noise = _noise_counts(finder)
+    per = {}
+    rel_p, rel_y = [], []
+    colours = {}
+    for regime in ('clean', 'contaminated'):
+        counts, n_bright, pt, col = _sweep(finder, regime, n_images)
+        per[regime] = (counts, n_bright)
+        for p, y in pt:
+            rel_p.append(p)
+            rel_y.append(y)
+        colours[regime] = {cut: {
+            'colour_counts': c['colour_counts'],
+            'n_neighbour_pairs': c['n_neighbour_pairs'],
+            'distinct_fraction': (c['distinct_fraction'] if c['n_neighbour_pairs']
+                                  else None)}
+            for cut, c in col.items()}
 
     def curves(counts, n_bright):
         tp, fp, fn, tpb = counts.T.astype(float)
@@ -197,15 +179,63 @@ def main(argv=None):
         by_contamination[name] = round(float(t), 5)
         # never below the pure-noise threshold
         points[name] = round(float(max(t, t_noise)), 5)
-    print(f'pure noise: at most {MAX_NOISE_DETECTIONS} detections per '
-          f'{NOISE_SIZE}^2 image from p >= {t_noise}; by contamination alone: '
-          f'{by_contamination}')
+    print(f'{"flips: " if finder.flips else ""}pure noise: at most '
+          f'{MAX_NOISE_DETECTIONS} detections per {NOISE_SIZE}^2 image from '
+          f'p >= {t_noise}; by contamination alone: {by_contamination}')
     at = {}
     for name, t in points.items():
         i = int(np.flatnonzero(t == GRID)[0])
         at[name] = {r: {k: float(v[i]) for k, v in c.items()} for r, c in cur.items()}
     rel = reliability(np.concatenate(rel_p), np.concatenate(rel_y))
     rel_map = fit_reliability_map(np.concatenate(rel_p), np.concatenate(rel_y))
+    return {'points': points, 'at': at, 'rel': rel, 'rel_map': rel_map,
+            't_noise': t_noise, 'by_contamination': by_contamination,
+            'noise': noise, 'cur': cur, 'colours': colours}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('checkpoint', help='training checkpoint (.pt)')
+    parser.add_argument('--n-images', type=int, default=12,
+                        help='validation images per regime (default 12)')
+    parser.add_argument('--out', help='ONNX model to write (package form)')
+    parser.add_argument('--sx-out', help='ONNX model to write (SourceXtractor++ form)')
+    parser.add_argument('--results', default=str(ROOT / 'results' / 'calibration'))
+    parser.add_argument('--plot', default=str(ROOT / 'docs' / '_static' / 'calibration.png'))
+    parser.add_argument('--flips', action='store_true',
+                        help='also calibrate detection with flips=True (operating '
+                             "points '5%%+flips', '1%%+flips' and reliability_map_flips)")
+    parser.add_argument('--overwrite', action='store_true')
+    args = parser.parse_args(argv)
+
+    from astro_deepcolor import DeepColorSegmentation
+    from astro_deepcolor.model.export import export_onnx
+    from astro_deepcolor.model.unet import network_from_checkpoint
+
+    net = network_from_checkpoint(args.checkpoint)
+    with tempfile.TemporaryDirectory() as tmp:
+        plain = export_onnx(net, Path(tmp) / 'model.onnx')
+        finder = DeepColorSegmentation(model=str(plain), threshold=0.5,
+                                       n_pixels=5, progress_bar=False)
+        cal = _calibrate(finder, args.n_images)
+        cal_flips = None
+        if args.flips:
+            finder = DeepColorSegmentation(model=str(plain), threshold=0.5,
+                                           n_pixels=5, progress_bar=False,
+                                           flips=True)
+            cal_flips = _calibrate(finder, args.n_images)
+    points, at, rel, rel_map = cal['points'], cal['at'], cal['rel'], cal['rel_map']
+    t_noise, by_contamination, noise = cal['t_noise'], cal['by_contamination'], cal['noise']
+    cur, colours = cal['cur'], cal['colours']
+    model_points = dict(points)
+    rel_map_flips = {}
+    table_points, table_at, table_by = dict(points), dict(at), dict(by_contamination)
+    if cal_flips is not None:
+        for name, t in cal_flips['points'].items():
+            model_points[f'{name}+flips'] = table_points[f'{name}+flips'] = t
+            table_at[f'{name}+flips'] = cal_flips['at'][name]
+            table_by[f'{name}+flips'] = cal_flips['by_contamination'][name]
+        rel_map_flips = cal_flips['rel_map']
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
     summary = {'checkpoint': str(args.checkpoint), 'n_images_per_regime': args.n_images,
@@ -220,6 +250,13 @@ def main(argv=None):
                                   name: noise[:, int(np.flatnonzero(t == GRID)[0])].tolist()
                                   for name, t in points.items()}},
                'colours': colours}
+    if cal_flips is not None:
+        summary['flips'] = {
+            'operating_points': cal_flips['points'], 'at_operating_points': cal_flips['at'],
+            'reliability': {k: np.asarray(v).tolist() for k, v in cal_flips['rel'].items()},
+            'reliability_map': rel_map_flips,
+            'threshold_by_contamination': cal_flips['by_contamination'],
+            'pure_noise_threshold': cal_flips['t_noise']}
     (out / 'calibration.json').write_text(json.dumps(summary, indent=1))
     tab = QTable({'threshold': GRID})
     for r, c in cur.items():
@@ -228,12 +265,14 @@ def main(argv=None):
     tab.write(out / 'sweep.ecsv', overwrite=True)
     print(json.dumps({'operating_points': points, 'at_operating_points': at,
                       'colours': colours}, indent=1))
-    _write_rst(out / 'operating_points.rst', points, at, rel, colours, args.n_images,
-               (t_noise, by_contamination))
+    _write_rst(out / 'operating_points.rst', table_points, table_at, rel, colours,
+               args.n_images, (t_noise, table_by),
+               None if cal_flips is None else cal_flips['t_noise'])
     _plot(cur, points, rel, args.plot, args.n_images, rel_map)
 
-    config = net.config.replace(operating_points=points, default_operating_point='5%',
-                                default_threshold=points['5%'], reliability_map=rel_map)
+    config = net.config.replace(operating_points=model_points, default_operating_point='5%',
+                                default_threshold=points['5%'], reliability_map=rel_map,
+                                reliability_map_flips=rel_map_flips)
     net.config = config
     if args.out:
         print('wrote', export_onnx(net, args.out, overwrite=args.overwrite))
@@ -242,7 +281,7 @@ def main(argv=None):
                                    overwrite=args.overwrite))
 
 
-def _write_rst(path, points, at, rel, colours, n_images, noise):
+def _write_rst(path, points, at, rel, colours, n_images, noise, t_noise_flips=None):
     """Tables for the docs (included, never retyped)."""
     t_noise, by_contamination = noise
     by = ', '.join(f'{k}: {v:.4f}' for k, v in by_contamination.items())
@@ -252,7 +291,10 @@ def _write_rst(path, points, at, rel, colours, n_images, noise):
              'the lowest threshold from which the pooled contamination stays at or '
              f'below its level ({by}) and no {NOISE_SIZE} x {NOISE_SIZE} image of pure '
              f'Gaussian noise ({len(NOISE_SEEDS)} seeds) gets more than '
-             f'{MAX_NOISE_DETECTIONS} detections (p >= {t_noise:.4f}).', '',
+             f'{MAX_NOISE_DETECTIONS} detections (p >= {t_noise:.4f}'
+             + ('' if t_noise_flips is None else
+                f'; p >= {t_noise_flips:.4f} with ``flips=True``, the points named '
+                "``'+flips'``") + ').', '',
              '.. list-table::', '   :header-rows: 1', '',
              '   * - operating point', '     - threshold',
              '     - regime', '     - contamination', '     - completeness',

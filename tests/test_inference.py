@@ -410,3 +410,103 @@ def test_shipped_model_finds_bright_sources():
     found = [segm.data[round(y), round(x)] > 0
              for x, y in zip(bright['x'], bright['y'], strict=True)]
     assert np.mean(found) > 0.8
+
+
+class TestFlips:
+    """``flips=True``: foreground probability averaged over four flips."""
+
+    class _Orientation:
+        """A fake network whose background probability is the input's
+        left-right gradient sign, so each flip sees something else."""
+
+        def run(self, batch):
+            n, _, h, w = batch.shape
+            ramp = np.broadcast_to(np.linspace(0.1, 0.9, w, dtype=np.float32), (n, h, w))
+            out = np.empty((n, 3, h, w), np.float32)
+            # background 0.1 .. 0.9 left to right whatever the input; the
+            # two colours share the rest 3:1
+            out[:, 0] = ramp
+            out[:, 1] = 0.75 * (1 - ramp)
+            out[:, 2] = 0.25 * (1 - ramp)
+            return out
+
+    def test_average_by_hand(self):
+        from astro_deepcolor.inference.finder import run_flipped
+
+        x = np.zeros((2, 1, 4, 5), np.float32)
+        probs = run_flipped(self._Orientation(), x)
+        ramp = np.linspace(0.1, 0.9, 5)
+        # unflipped and up-down see the ramp, the two left-right flips
+        # see it reversed: the mean is the same 0.5 everywhere.
+        expected_bg = (2 * ramp + 2 * ramp[::-1]) / 4
+        assert_allclose(probs[:, 0], np.broadcast_to(expected_bg, (2, 4, 5)), atol=1e-6)
+        # colours keep the unflipped pass's 3:1 shares of the new foreground
+        assert_allclose(probs[:, 1], 0.75 * (1 - probs[:, 0]), atol=1e-6)
+        assert_allclose(probs[:, 2], 0.25 * (1 - probs[:, 0]), atol=1e-6)
+        assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+
+    def test_zero_colour_probability_gets_uniform_shares(self):
+        from astro_deepcolor.inference.finder import run_flipped
+
+        class Runner:
+            calls = 0
+
+            def run(self, batch):
+                out = np.zeros((batch.shape[0], 3, *batch.shape[2:]), np.float32)
+                out[:, 0] = 1.0 if self.calls == 0 else 0.0
+                out[:, 1] = 0.0 if self.calls == 0 else 1.0
+                self.calls += 1
+                return out
+
+        probs = run_flipped(Runner(), np.zeros((1, 1, 4, 4), np.float32))
+        assert_allclose(probs[0, 0], 0.25)
+        assert_allclose(probs[0, 1:], 0.375)
+        assert np.isfinite(probs).all()
+
+    def test_tiling_independent_and_colours_kept(self, tiny_model_path, image):
+        small = DeepColorSegmentation(model=tiny_model_path, tile_shape=64,
+                                      batch_size=3, flips=True, threshold=0.5)
+        big = DeepColorSegmentation(model=tiny_model_path, tile_shape=512,
+                                    flips=True, threshold=0.5)
+        plain = DeepColorSegmentation(model=tiny_model_path, tile_shape=512,
+                                      threshold=0.5)
+        p_small, p_big, p_plain = (f.predict(image) for f in (small, big, plain))
+        assert_allclose(p_small, p_big, atol=1e-5)
+        assert_allclose(p_big.sum(axis=0), 1.0, atol=1e-5)
+        # the average differs from one pass, the colour of each pixel does not
+        assert np.abs(p_big[0] - p_plain[0]).max() > 1e-3
+        assert_array_equal(p_big[1:].argmax(axis=0), p_plain[1:].argmax(axis=0))
+        # the detection threshold applies to the averaged probability
+        t = float(np.quantile(1 - p_big[0], 0.95))
+        at_t = DeepColorSegmentation(t, model=tiny_model_path, tile_shape=512,
+                                     flips=True)
+        segm = at_t(image)
+        assert segm.info['flips'] is True
+        assert segm.n_labels >= 3
+        assert_array_equal(segm.data, at_t.segment(
+            p_big, peak_image=at_t.peak_image(image)).data)
+
+    def test_operating_points_with_flips(self, tiny_model_path):
+        from astro_deepcolor.inference.finder import resolve_threshold
+        from astro_deepcolor.model import LoadedModel, load_model
+
+        plain = load_model(tiny_model_path)
+        config = plain.config.replace(
+            default_threshold=0.7, operating_points={
+                '5%': 0.7, '1%': 0.9, '5%+flips': 0.6, '1%+flips': 0.8},
+            default_operating_point='5%')
+        model = LoadedModel(plain.path, plain.onnx_bytes, config)
+        assert DeepColorSegmentation(model=model, flips=True).threshold == 0.6
+        assert DeepColorSegmentation('1%', model=model, flips=True).threshold == 0.8
+        assert DeepColorSegmentation(0.55, model=model, flips=True).threshold == 0.55
+        assert DeepColorSegmentation(model=model).threshold == 0.7
+        assert resolve_threshold('1%+flips', config, flips=True) == 0.8
+        bare = plain.config.replace(default_threshold=0.7, operating_points={'5%': 0.7},
+                                    default_operating_point='5%')
+        with pytest.raises(ValueError, match=r"no operating point '5%\+flips' "
+                           r'calibrated for flips=True'):
+            resolve_threshold(None, bare, flips=True)
+
+    def test_flips_must_be_bool(self, tiny_model_path):
+        with pytest.raises(TypeError, match="flips must be True or False, got 'yes'"):
+            DeepColorSegmentation(model=tiny_model_path, flips='yes')

@@ -5,7 +5,7 @@ import warnings
 
 import numpy as np
 
-__all__ = ['DeepColorDetector']
+__all__ = ['DeepColorDetector', 'DeepColorFlipsDetector']
 
 
 class DeepColorDetector:
@@ -33,6 +33,7 @@ class DeepColorDetector:
     name = 'cnn'
     threshold_name = 'probability'
     last_error = None
+    flips = False
 
     def __init__(self, *, fwhm=None, n_pixels=5, model=None):
         self.n_pixels = n_pixels
@@ -80,7 +81,8 @@ class DeepColorDetector:
     def _finder(self):
         from astro_deepcolor import DeepColorSegmentation
 
-        kwargs = {'n_pixels': self.n_pixels, 'progress_bar': False}
+        kwargs = {'n_pixels': self.n_pixels, 'progress_bar': False,
+                  'threshold': 0.5, 'flips': self.flips}
         if self.model is not None:
             kwargs['model'] = self.model
         return DeepColorSegmentation(**kwargs)
@@ -131,3 +133,23 @@ class DeepColorDetector:
                 table['x'], table['y'] = windowed_centroids(
                     sub, segm, mask=bad if bad.any() else None)
                 yield t, segm, table
+
+
+class DeepColorFlipsDetector(DeepColorDetector):
+    """
+    The CNN with ``flips=True``: its foreground probability averaged over
+    the image and its three flips (four network passes per image); see
+    `~astro_deepcolor.DeepColorSegmentation`.
+
+    Parameters
+    ----------
+    fwhm : float, optional
+        Unused (kept for the common interface).
+    n_pixels : int, optional
+        Minimum segment area.
+    model : str or None, optional
+        Model file (None: the shipped default).
+    """
+
+    name = 'cnn_flips'
+    flips = True

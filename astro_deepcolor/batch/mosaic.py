@@ -651,7 +651,7 @@ def _label_maxima(labels, values, dtype=np.float32):
     return uniq, top
 
 
-def _detection_probability(labels, n_labels, p_fg, config, client):
+def _detection_probability(labels, n_labels, p_fg, config, client, flips=False):
     """Each source's peak foreground probability, calibrated as
     `~astro_deepcolor.DeepColorSegmentation` does (float32, labels 1..N).
     """
@@ -665,7 +665,9 @@ def _detection_probability(labels, n_labels, p_fg, config, client):
     for uniq, top in parts:
         np.maximum.at(prob, uniq, top)
     prob = prob[1:]
-    rel = config.reliability_map
+    from astro_deepcolor.inference.finder import reliability_map
+
+    rel = reliability_map(config, flips)
     if rel:
         prob = np.interp(prob, rel['probability'], rel['reliability']).astype(np.float32)
     return prob
@@ -832,4 +834,5 @@ def detect_mosaic(image, finder=None, *, mask=None, weight=None,
                                           client=client)
     if not return_probability:
         return labels, n
-    return labels, n, _detection_probability(labels, n, p_fg, finder.config, client)
+    return labels, n, _detection_probability(labels, n, p_fg, finder.config, client,
+                                              finder.flips)

@@ -83,7 +83,7 @@ REFINE_POINTS = 3
 SNR_BINS = (1.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0, 1e3, 1e5)
 MAG_BINS = tuple(np.arange(14.0, 28.01, 1.0))
 #: Detector names in plotting order.
-DETECTOR_ORDER = ('cnn', 'cnn_sourcextractor', 'sep', 'sep_matched', 'photutils',
+DETECTOR_ORDER = ('cnn', 'cnn_flips', 'cnn_sourcextractor', 'sep', 'sep_matched', 'photutils',
                   'sextractor', 'noisechisel')
 
 
@@ -189,9 +189,11 @@ def refine_crossing(evaluate, lo, hi, level, *, n_rounds=REFINE_ROUNDS,
 
 def _detector_classes():
     from astro_deepcolor.baselines import DETECTORS, DeepColorDetector, SepDetector
+    from astro_deepcolor.baselines.deepcolor import DeepColorFlipsDetector
     from astro_deepcolor.baselines.sourcextractor_onnx import SourceXtractorCNNDetector
 
-    return {'cnn': DeepColorDetector, 'cnn_sourcextractor': SourceXtractorCNNDetector,
+    return {'cnn': DeepColorDetector, 'cnn_flips': DeepColorFlipsDetector,
+            'cnn_sourcextractor': SourceXtractorCNNDetector,
             **DETECTORS, 'sep_matched': SepDetector}
 
 
@@ -262,7 +264,7 @@ def available_detectors(names=None, *, model=None):
             msg = (f'detectors must be among {sorted(classes)}, got '
                    f'{name!r}')
             raise ValueError(msg)
-        if name == 'cnn':
+        if name in ('cnn', 'cnn_flips'):
             reason = classes[name].unavailable_reason(model)
         elif name == 'cnn_sourcextractor':
             reason = classes[name].unavailable_reason(sourcextractor_model_for(model))
@@ -307,7 +309,7 @@ def make_detector(name, fwhm, *, model=None):
     cls = _detector_classes()[name]
     if name == 'sep_matched':
         return cls(fwhm=fwhm, filter_type='matched')
-    if name == 'cnn':
+    if name in ('cnn', 'cnn_flips'):
         return cls(fwhm=fwhm, model=model)
     if name == 'cnn_sourcextractor':
         return cls(fwhm=fwhm, model=sourcextractor_model_for(model))
@@ -330,7 +332,7 @@ def thresholds_for(name, quick=False):
     thresholds : list
         Floats, or ``(qthresh, snquant)`` pairs for NoiseChisel.
     """
-    if name in ('cnn', 'cnn_sourcextractor'):
+    if name in ('cnn', 'cnn_flips', 'cnn_sourcextractor'):
         return list(QUICK_PROB_SWEEP if quick else PROB_SWEEP)
     if name == 'noisechisel':
         from astro_deepcolor.baselines import NoiseChiselDetector

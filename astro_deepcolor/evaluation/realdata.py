@@ -31,7 +31,8 @@ __all__ = ['REAL_REGIME', 'REAL_THRESHOLDS', 'default_data_dir',
            'operating_thresholds', 'read_streaks', 'real_data_checks']
 
 #: Operating threshold of each detector on real images.
-REAL_THRESHOLDS = {'cnn': 0.5, 'cnn_sourcextractor': 0.9, 'sep': 1.5, 'sep_matched': 5.0,
+REAL_THRESHOLDS = {'cnn': 0.5, 'cnn_flips': 0.5, 'cnn_sourcextractor': 0.9,
+                   'sep': 1.5, 'sep_matched': 5.0,
                    'photutils': 1.5, 'sextractor': 1.5,
                    'noisechisel': (0.3, 0.99)}
 #: FWHM (pixels) assumed for the matched filters when a header says nothing.

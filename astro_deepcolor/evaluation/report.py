@@ -56,7 +56,8 @@ SUMMARY_COLUMNS = (
     'flux_ratio_scatter',
 )
 
-_COLORS = {'cnn': 'C3', 'cnn_sourcextractor': 'C6', 'sep': 'C0', 'sep_matched': 'C9',
+_COLORS = {'cnn': 'C3', 'cnn_flips': 'C5', 'cnn_sourcextractor': 'C6', 'sep': 'C0',
+           'sep_matched': 'C9',
            'photutils': 'C2', 'sextractor': 'C1',
            'noisechisel': 'C4'}
 
@@ -469,7 +470,7 @@ def plot_examples(result, summary, path):
                           cmap=segm.cmap, alpha=0.45, interpolation='nearest')
             ax.plot(ex['truth']['x'], ex['truth']['y'], '+', color='c', ms=4,
                     mew=0.6)
-            unit = 'probability' if name == 'cnn' else 'sigma'
+            unit = 'probability' if name.startswith('cnn') else 'sigma'
             ax.set_title(f'{name}, threshold {label} {unit}:\n'
                          f'{len(table)} detections', fontsize=9)
         ny, nx = ex['data'].shape

@@ -111,6 +111,20 @@ def gflop_per_megapixel(n_colors, depth, width):
     return 2 * macs * 1e6 / 1e9
 
 
+def _check_reliability_map(value, name):
+    if not isinstance(value, dict):
+        msg = f'{name} must be a dict, got {value!r}'
+        raise TypeError(msg)
+    if value:
+        x = value.get('probability')
+        y = value.get('reliability')
+        if (not isinstance(x, list) or not isinstance(y, list) or len(x) != len(y)
+                or len(x) < 2 or any(b <= a for a, b in itertools.pairwise(x))):
+            msg = (f"{name} must hold equal-length lists 'probability' "
+                   "(increasing, >= 2 values) and 'reliability'")
+            raise ValueError(msg)
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """
@@ -156,6 +170,11 @@ class ModelConfig:
         of such detections that are real on the validation images
         (`astro_deepcolor.evaluation.calibration.fit_reliability_map`);
         empty when the model was not calibrated.
+    reliability_map_flips : dict, optional
+        The same map for detection with ``flips=True`` (foreground
+        probability averaged over the image and its three flips), whose
+        operating points are named ``'<name>+flips'`` in
+        ``operating_points``; empty when not calibrated.
     background_box : int, optional
         Mesh size of the background estimator used for the input.
     background_filter : int, optional
@@ -185,6 +204,7 @@ class ModelConfig:
     operating_points: dict = dataclasses.field(default_factory=dict)
     default_operating_point: str | None = None
     reliability_map: dict = dataclasses.field(default_factory=dict)
+    reliability_map_flips: dict = dataclasses.field(default_factory=dict)
     background_box: int = 64
     background_filter: int = 3
     asinh_scale: float = 2.0
@@ -226,17 +246,8 @@ class ModelConfig:
                 msg = ('default_threshold must equal the threshold of the '
                        'default operating point')
                 raise ValueError(msg)
-        if not isinstance(self.reliability_map, dict):
-            msg = f'reliability_map must be a dict, got {self.reliability_map!r}'
-            raise TypeError(msg)
-        if self.reliability_map:
-            x = self.reliability_map.get('probability')
-            y = self.reliability_map.get('reliability')
-            if (not isinstance(x, list) or not isinstance(y, list) or len(x) != len(y)
-                    or len(x) < 2 or any(b <= a for a, b in itertools.pairwise(x))):
-                msg = ("reliability_map must hold equal-length lists 'probability' "
-                       "(increasing, >= 2 values) and 'reliability'")
-                raise ValueError(msg)
+        for name in ('reliability_map', 'reliability_map_flips'):
+            _check_reliability_map(getattr(self, name), name)
         setter(self, 'background_box',
                _check_int(self.background_box, 'background_box', 4))
         setter(self, 'background_filter',
