@@ -127,6 +127,7 @@ def test_mask_and_hdu(fits_image, tmp_path, tiny_model_path):
     ('image', ['--n-pixels', '0'], 'n_pixels must be an integer >= 1'),
     ('image', ['--footprint-threshold', '1.5'], 'footprint_threshold must be a number in'),
     ('cube', [], 'select one with --plane N (0 to 2)'),
+    ('image', ['--flips'], 'with flips=True give threshold as a probability'),
 ])
 def test_bad_input_one_line_error(setup, args, message, fits_image, tmp_path,
                                   tiny_model_path, capsys):
@@ -163,6 +164,19 @@ def test_footprint_threshold(fits_image, tmp_path, tiny_model_path):
     # model can decide differently on the larger components).
     assert (segs['0.8'] & segs['none']).sum() > 0.9 * segs['none'].sum()
     assert segs['0.8'].sum() > segs['none'].sum()
+
+
+def test_flips_matches_the_finder(fits_image, tmp_path, tiny_model_path):
+    """--flips detects as DeepColorSegmentation(flips=True) does."""
+    from astro_deepcolor import DeepColorSegmentation
+
+    seg = tmp_path / 'segm.fits'
+    assert _run([str(fits_image), '--hdu', 'SCI', '--flips', '--threshold', '0.25',
+                 '--segmentation', str(seg)], tiny_model_path) == 0
+    finder = DeepColorSegmentation(0.25, model=tiny_model_path, flips=True)
+    expected = finder(fits.getdata(fits_image, 'SCI'))
+    assert expected.n_labels > 0
+    assert_array_equal(fits.getdata(seg), expected.data)
 
 
 def test_needs_an_output(fits_image, tiny_model_path, capsys):

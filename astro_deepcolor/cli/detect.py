@@ -106,7 +106,8 @@ def make_finder(args, *, progress_bar=False):
               'connectivity': args.connectivity, 'backend': args.backend,
               'device': args.device, 'tile_shape': args.tile_size,
               'progress_bar': progress_bar,
-              'peak_margin': getattr(args, 'peak_margin', 0.5)}
+              'peak_margin': getattr(args, 'peak_margin', 0.5),
+              'flips': bool(getattr(args, 'flips', False))}
     if args.batch_size is not None:
         kwargs['batch_size'] = args.batch_size
     return DeepColorSegmentation(**kwargs)
@@ -152,6 +153,12 @@ def add_parser(parser):
                              "the name of one of the model's calibrated "
                              "operating points (e.g. 5%%) (default: the "
                              "model's default threshold)")
+    parser.add_argument('--flips', action='store_true',
+                        help='average the foreground probability over the image '
+                             'and its three flips (4 network passes; fewer '
+                             'artefacts taken for sources); names and the '
+                             "default threshold then mean the model's '+flips' "
+                             'operating points')
     parser.add_argument('--peak-margin', type=_peak_margin, default=0.5,
                         dest='peak_margin', metavar='SIGMA|none',
                         help='a source needs a peak of its own: a segment whose '
