@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.table import QTable
+from numpy.testing import assert_array_equal
 
 from astro_deepcolor.cli import main
 from astro_deepcolor.evaluation.harness import (
@@ -80,6 +81,26 @@ def test_sourcextractor_rows_follow_the_model(tmp_path):
     assert run == ['cnn', 'cnn_sourcextractor']
     det = make_detector('cnn_sourcextractor', 4.0, model=mine)
     assert det.model == tmp_path / 'mine_sourcextractor.onnx'
+
+
+def test_cnn_flips_row_runs_the_flip_average(tmp_path):
+    """The ``cnn_flips`` row is the finder with ``flips=True``, swept."""
+    from astro_deepcolor import DeepColorSegmentation
+    from astro_deepcolor.simulation import simulate_image
+
+    run, _ = available_detectors(['cnn_flips'])
+    assert run == ['cnn_flips']
+    det = make_detector('cnn_flips', 4.0)
+    assert det.flips
+    assert det.name == 'cnn_flips'
+    data = np.asarray(simulate_image((160, 192), seed=5).data, np.float32)
+    (_t, segm, table), = det.sweep(data, [0.9])
+    expected = DeepColorSegmentation(0.9, flips=True)(data)
+    assert expected.n_labels >= 3
+    assert_array_equal(segm.data, expected.data)
+    assert len(table) == expected.n_labels
+    plain = DeepColorSegmentation(0.9)(data)
+    assert not np.array_equal(plain.data, expected.data)
 
 
 def test_quick_cli_outputs(tmp_path, capsys):
