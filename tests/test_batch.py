@@ -580,6 +580,29 @@ def test_detect_mosaic_peak_merge_across_chunks():
     np.testing.assert_array_equal(labels, segm.data)
 
 
+def test_detect_mosaic_with_flips_equals_in_memory():
+    """With flips=True the mosaic gives the finder's labels and its
+    flip-calibrated detection probabilities."""
+    import dask
+    import dask.array as da
+
+    from astro_deepcolor.batch import detect_mosaic
+    from astro_deepcolor.inference import DeepColorSegmentation
+
+    finder = DeepColorSegmentation(flips=True)
+    assert finder.threshold == finder.config.operating_points['5%+flips']
+    data = np.array(simulate_image((256, 192), seed=6, density=2.0).data)
+    segm = finder(data)
+    assert segm.n_labels > 5
+    with dask.config.set(scheduler='synchronous'):
+        labels, n, prob = detect_mosaic(da.from_array(data, chunks=64), finder,
+                                        chunks=64, return_probability=True)
+        labels = labels.compute()
+    assert n == segm.n_labels
+    np.testing.assert_array_equal(labels, segm.data)
+    np.testing.assert_allclose(prob, segm.info['detection_probability'], atol=2e-3)
+
+
 def test_merge_peakless_chunks_equals_in_memory():
     """On odd chunk shapes too: the unmerged labels and the peak image of
     the finder, merged chunk by chunk, give the finder's labels."""
