@@ -128,7 +128,7 @@ def throughput(args):
     npix = data.size / 1e6
     finder = DeepColorSegmentation(threshold=0.5, n_pixels=5, model=model,
                                    tile_shape=args.tile,
-                                   batch_size=args.batch)
+                                   batch_size=args.batch, flips=args.flips)
     # Warm up the session (first-run allocations) on a small cut.
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', NoDetectionsWarning)
@@ -181,6 +181,7 @@ def throughput(args):
                   'gflop_per_megapixel': finder.config.gflop_per_megapixel},
         'tiling': {'tile_shape': list(finder.tile_shape),
                    'overlap': finder.overlap, 'batch_size': finder.batch_size},
+        'flips': finder.flips,
         'deepcolor': best,
         'deepcolor_mpix_per_s': {
             'end_to_end': mpix(best['end_to_end_s']),
@@ -396,6 +397,8 @@ def main(argv=None):
     parser.add_argument('--memory', action='store_true',
                         help='peak-memory run on a synthetic mosaic')
     parser.add_argument('--progress', action='store_true')
+    parser.add_argument('--flips', action='store_true',
+                        help='detect with flips=True (four network passes)')
     parser.add_argument('--cli', action='store_true',
                         help='the command line end to end against sep')
     parser.add_argument('--image', default=None,
