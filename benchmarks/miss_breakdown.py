@@ -4,7 +4,8 @@ Why the CNN misses the sources it misses: S/N >= 5 misses by cause.
 
 Runs `~astro_deepcolor.DeepColorSegmentation` at one of the model's
 operating points (default ``'5%'``) on ``--n-images`` test images per
-regime and sorts every unmatched true source with S/N >= 5 into one of
+regime and sorts every unmatched true source with S/N >= 5
+(`astro_deepcolor.evaluation.misses_by_cause`) into one of
 
 - ``merged``: its true centre lies in a detection that was matched to
   another true source (detected, but not deblended from a neighbour);
@@ -37,57 +38,18 @@ ROOT = Path(__file__).resolve().parents[1]
 MIN_COVER = 0.1
 
 
-def _classify(sim, segm, table, match, bright):
-    from astro_deepcolor.simulation.contaminants import decode_contaminants
-
-    truth = sim.truth
-    labels = np.asarray(sim.segmentation.data)
-    det = np.zeros(labels.shape, int) if segm is None else np.asarray(segm.data)
-    det_labels = (np.zeros(0, int) if segm is None
-                  else np.asarray(table['label']))
-    matched_det = set(det_labels[np.asarray(match.detection_matched, bool)].tolist())
-    out = {'merged': 0, 'on_artefact': 0, 'undetected': 0, 'blended': 0,
-           'artefact_classes': {}}
-    slices = sim.segmentation.slices
-    index = {int(lab): i for i, lab in enumerate(sim.segmentation.labels)}
-    for k in np.flatnonzero(bright & ~np.asarray(match.truth_matched, bool)):
-        out['blended'] += bool(truth['blended'][k])
-        y = int(np.clip(round(float(truth['y'][k])), 0, labels.shape[0] - 1))
-        x = int(np.clip(round(float(truth['x'][k])), 0, labels.shape[1] - 1))
-        at = int(det[y, x])
-        if at and at in matched_det:
-            out['merged'] += 1
-            continue
-        lab = int(truth['label'][k])
-        if lab in index:
-            sl = slices[index[lab]]
-            fp = labels[sl] == lab
-            bits = np.asarray(sim.contaminants[sl])[fp]
-            covered = bits > 0
-            if covered.mean() >= MIN_COVER:
-                out['on_artefact'] += 1
-                values, counts = np.unique(bits[covered], return_counts=True)
-                names = decode_contaminants(int(values[np.argmax(counts)]))
-                name = names[0] if names else 'unknown'
-                out['artefact_classes'][name] = out['artefact_classes'].get(name, 0) + 1
-                continue
-        out['undetected'] += 1
-    return out
-
-
 def measure(finder, regime, n_images):
     from photutils.utils.exceptions import NoDetectionsWarning
 
     from astro_deepcolor.baselines.base import segment_catalog
-    from astro_deepcolor.evaluation import match_sources
-    from astro_deepcolor.simulation import iter_recipe_images
+    from astro_deepcolor.evaluation import match_sources, misses_by_cause
+    from astro_deepcolor.simulation import CONTAMINANT_FLAGS, iter_recipe_images
 
-    total = {'n_bright': 0, 'missed': 0, 'merged': 0, 'on_artefact': 0,
+    total = {'n': 0, 'missed': 0, 'merged': 0, 'on_artefact': 0,
              'undetected': 0, 'blended': 0, 'artefact_classes': {}}
     sims = iter_recipe_images(regime, 'test', n_images=n_images)
     for sim in tqdm(sims, total=n_images, desc=regime, unit='image'):
         truth = QTable(sim.truth, copy=True)
-        bright = np.asarray(truth['snr'], float) >= 5
         data = np.asarray(sim.data, dtype=np.float32)
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', NoDetectionsWarning)
@@ -97,14 +59,13 @@ def measure(finder, regime, n_images):
                                 image)
         m = match_sources(truth, table, truth_segmentation=sim.segmentation,
                           detection_segmentation=segm, fwhm=float(sim.fwhm))
-        c = _classify(sim, segm, table, m, bright)
-        total['n_bright'] += int(bright.sum())
-        total['missed'] += int((bright & ~np.asarray(m.truth_matched, bool)).sum())
-        for key in ('merged', 'on_artefact', 'undetected', 'blended'):
+        c = misses_by_cause(m, truth, sim.segmentation, table, segm, sim.contaminants,
+                            CONTAMINANT_FLAGS, min_snr=5.0, min_cover=MIN_COVER)
+        for key in ('n', 'missed', 'merged', 'on_artefact', 'undetected', 'blended'):
             total[key] += c[key]
         for name, n in c['artefact_classes'].items():
             total['artefact_classes'][name] = total['artefact_classes'].get(name, 0) + n
-    total['completeness_snr5'] = 1 - total['missed'] / max(total['n_bright'], 1)
+    total['completeness_snr5'] = 1 - total['missed'] / max(total['n'], 1)
     return total
 
 
@@ -138,7 +99,7 @@ def main(argv=None):
         result[regime] = measure(finder, regime, args.n_images)
         r = result[regime]
         print(f"{regime}: C(S/N>=5) {r['completeness_snr5']:.3f}; {r['missed']} of "
-              f"{r['n_bright']} missed: merged {r['merged']}, on an artefact "
+              f"{r['n']} missed: merged {r['merged']}, on an artefact "
               f"{r['on_artefact']} {r['artefact_classes']}, undetected "
               f"{r['undetected']}; blend members {r['blended']}")
     out = Path(args.out) if args.out else (

@@ -18,6 +18,7 @@ from astro_deepcolor.evaluation import (
     default_radius,
     false_positives_by_class,
     match_sources,
+    misses_by_cause,
 )
 
 FLAGS = {'cosmic_ray': 1, 'hot_pixel': 2, 'trail': 4}
@@ -218,6 +219,39 @@ class TestMetrics:
         cmask[5, 5] = FLAGS['hot_pixel']
         counts = false_positives_by_class(m, det, cmask, FLAGS)
         assert counts['hot_pixel'] == 1
+
+
+def test_misses_by_cause():
+    """One miss of each cause, by hand."""
+    truth = cat([[10, 10], [14, 10], [40, 40], [40, 10], [25, 25]])
+    truth['snr'] = [20.0, 8.0, 9.0, 6.0, 2.0]
+    truth['blended'] = [True, True, False, False, False]
+    tseg = np.zeros((50, 50), int)
+    for lab, (x, y) in enumerate(truth.iterrows('x', 'y'), 1):
+        tseg[int(y) - 1:int(y) + 2, int(x) - 1:int(x) + 2] = lab
+    cmask = np.zeros((50, 50), np.uint16)
+    cmask[41, 30:45] = FLAGS['trail']      # 3 of source 3's 9 pixels
+    cmask[40, 40] |= FLAGS['cosmic_ray']   # 1 more: the trail dominates
+    cmask[11, 39] = FLAGS['hot_pixel']     # 1 pixel of source 4's 9: < 20 %
+    det = cat([[11, 10]])
+    dseg = np.zeros((50, 50), int)
+    dseg[8:13, 8:17] = 1                   # sources 1 and 2 in one detection
+    m = match_sources(truth, det, radius=2)
+    assert m.truth_matched.tolist() == [True, False, False, False, False]
+    counts = misses_by_cause(m, truth, tseg, det, dseg, cmask, FLAGS, min_cover=0.2)
+    assert counts == {'n': 4, 'missed': 3, 'merged': 1, 'on_artefact': 1,
+                      'undetected': 1, 'blended': 1,
+                      'artefact_classes': {'trail': 1}}
+    # a lower cover makes the hot pixel count; nothing detected: no merge
+    none = match_sources(truth, det[:0], radius=2)
+    counts = misses_by_cause(none, truth, tseg, det[:0], None, cmask, FLAGS,
+                             min_cover=0.1)
+    assert counts['missed'] == 4
+    assert counts['merged'] == 0
+    assert counts['blended'] == 2
+    assert counts['on_artefact'] == 2
+    assert counts['artefact_classes'] == {'trail': 1, 'hot_pixel': 1}
+    assert counts['undetected'] == 2
 
 
 class TestAstrometryPhotometry:

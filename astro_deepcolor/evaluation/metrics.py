@@ -43,6 +43,7 @@ __all__ = [
     'deblending_success',
     'false_positives_by_class',
     'match_offsets',
+    'misses_by_cause',
 ]
 
 #: Class name for false positives on no contaminant pixel.
@@ -283,6 +284,87 @@ def false_positives_by_class(match, detections, contaminants, flags, *,
     for name, bit in flags.items():
         counts[name] = int(np.count_nonzero(bits & int(bit)))
     counts[NO_CONTAMINANT] = int(np.count_nonzero(bits == 0))
+    return counts
+
+
+def misses_by_cause(match, truth, truth_segmentation, detections,
+                    detection_segmentation, contaminants, flags, *,
+                    min_snr=5.0, min_cover=0.1):
+    """
+    Sort the true sources a detector missed by why it missed them.
+
+    Each unmatched true source with ``snr >= min_snr`` is, in this order:
+
+    - ``'merged'``: its true centre lies in a detection that matched
+      another true source (found, but not deblended from a neighbour);
+    - ``'on_artefact'``: contaminants cover at least ``min_cover`` of its
+      true footprint (and the class covering most of it is counted);
+    - ``'undetected'``: the rest.
+
+    Parameters
+    ----------
+    match : `~astro_deepcolor.evaluation.MatchResult`
+        The match of ``detections`` to ``truth``.
+    truth : `~astropy.table.Table`
+        True sources (``x``, ``y``, ``snr``, ``label`` and optionally
+        ``blended``).
+    truth_segmentation : `~photutils.segmentation.SegmentationImage` or 2D int array
+        True footprints, labelled by ``truth['label']``.
+    detections : `~astropy.table.Table`
+        Detection catalogue with ``label``.
+    detection_segmentation : `~photutils.segmentation.SegmentationImage`, 2D int array or None
+        Detection footprints (None: nothing was detected).
+    contaminants : 2D int `~numpy.ndarray`
+        Contaminant bitmask (0 where none).
+    flags : dict
+        Class name -> bit value.
+    min_snr : float, optional
+        Only true sources at least this bright count.
+    min_cover : float, optional
+        Share of a true footprint that contaminants must cover.
+
+    Returns
+    -------
+    counts : dict
+        ``'n'`` (true sources with ``snr >= min_snr``), ``'missed'``,
+        ``'merged'``, ``'on_artefact'``, ``'undetected'``, ``'blended'``
+        (missed members of blends, when ``truth`` has ``blended``) and
+        ``'artefact_classes'`` (class name -> misses on it).
+    """
+    tseg = np.asarray(getattr(truth_segmentation, 'data', truth_segmentation))
+    contaminants = np.asarray(contaminants).astype(np.int64)
+    if detection_segmentation is None:
+        dseg = np.zeros(tseg.shape, dtype=np.int64)
+    else:
+        dseg = np.asarray(getattr(detection_segmentation, 'data',
+                                  detection_segmentation))
+    bright = np.asarray(truth['snr'], float) >= min_snr
+    missed = bright & ~np.asarray(match.truth_matched, bool)
+    det_labels = (np.asarray(detections['label'], np.int64) if len(detections)
+                  else np.zeros(0, np.int64))
+    found = set(det_labels[np.asarray(match.detection_matched, bool)].tolist())
+    counts = {'n': int(bright.sum()), 'missed': int(missed.sum()), 'merged': 0,
+              'on_artefact': 0, 'undetected': 0, 'blended': 0,
+              'artefact_classes': {}}
+    blended = (np.asarray(truth['blended'], bool) if 'blended' in truth.colnames
+               else np.zeros(len(truth), bool))
+    ny, nx = tseg.shape
+    for k in np.flatnonzero(missed):
+        counts['blended'] += bool(blended[k])
+        y = min(max(int(np.floor(float(truth['y'][k]) + 0.5)), 0), ny - 1)
+        x = min(max(int(np.floor(float(truth['x'][k]) + 0.5)), 0), nx - 1)
+        if int(dseg[y, x]) in found:
+            counts['merged'] += 1
+            continue
+        bits = contaminants[tseg == int(truth['label'][k])]
+        if bits.size and np.count_nonzero(bits) >= min_cover * bits.size:
+            counts['on_artefact'] += 1
+            cover = {name: int(np.count_nonzero(bits & int(bit)))
+                     for name, bit in flags.items()}
+            name = max(cover, key=cover.get)
+            counts['artefact_classes'][name] = counts['artefact_classes'].get(name, 0) + 1
+            continue
+        counts['undetected'] += 1
     return counts
 
 
