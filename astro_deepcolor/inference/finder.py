@@ -382,11 +382,11 @@ class DeepColorSegmentation:
         Test-time averaging: the foreground probability of each pixel is
         the mean of the network's outputs on the image and on its
         left-right, up-down and two-axis flips (four network passes, so
-        about four times the network time); colours come from the
+        4.5 times the network time on 2 CPU cores); colours come from the
         unflipped pass. Artefacts that the network mistakes for a source
-        in one orientation rarely survive the average: on the validation
-        images this raises the completeness at 1 % and 5 % contamination
-        in the contaminated regime (see the model card). A name or
+        in only some orientations are averaged down: on the test images
+        this raises the completeness at 5 % contamination in the
+        contaminated regime (figures in the detection guide). A name or
         default ``threshold`` then means the model's operating point
         calibrated with flips (``'5%+flips'``).
 
