@@ -82,7 +82,7 @@ def _noise_threshold(counts):
     return float(GRID[bad[-1] + 1])
 
 
-def _sweep(finder, regime, n_images, snr_min=5.0):
+def _sweep(finder, regime, n_images, snr_min=5.0, with_colours=True):
     from photutils.utils.exceptions import NoDetectionsWarning
 
     from astro_deepcolor.baselines.base import segment_catalog
@@ -98,7 +98,7 @@ def _sweep(finder, regime, n_images, snr_min=5.0):
     probs_true = []
     # neighbour colouring over all footprints and over the sources the loss
     # trains on (true S/N >= 3)
-    colour = {'all': [], 'snr>=3': []}
+    colour = {'all': [], 'snr>=3': []} if with_colours else {}
     sims = iter_recipe_images(regime, 'validation', n_images=n_images)
     for sim in tqdm(sims, total=n_images, desc=regime, unit='image'):
         truth = QTable(sim.truth, copy=True)
@@ -134,8 +134,9 @@ def _sweep(finder, regime, n_images, snr_min=5.0):
                                           for cut, col in colour.items()}
 
 
-def _calibrate(finder, n_images):
-    """Operating points, curves, reliability and colours of one finder."""
+def _calibrate(finder, n_images, with_colours=True):
+    """Operating points, curves, reliability and (``with_colours``) colour
+    use of one finder."""
     from astro_deepcolor.evaluation.calibration import (
         fit_reliability_map,
         reliability,
@@ -147,7 +148,8 @@ def _calibrate(finder, n_images):
     rel_p, rel_y = [], []
     colours = {}
     for regime in ('clean', 'contaminated'):
-        counts, n_bright, pt, col = _sweep(finder, regime, n_images)
+        counts, n_bright, pt, col = _sweep(finder, regime, n_images,
+                                           with_colours=with_colours)
         per[regime] = (counts, n_bright)
         for p, y in pt:
             rel_p.append(p)
@@ -223,7 +225,8 @@ def main(argv=None):
             finder = DeepColorSegmentation(model=str(plain), threshold=0.5,
                                            n_pixels=5, progress_bar=False,
                                            flips=True)
-            cal_flips = _calibrate(finder, args.n_images)
+            # The colours are the unflipped pass's: measured once, above.
+            cal_flips = _calibrate(finder, args.n_images, with_colours=False)
     points, at, rel, rel_map = cal['points'], cal['at'], cal['rel'], cal['rel_map']
     t_noise, by_contamination, noise = cal['t_noise'], cal['by_contamination'], cal['noise']
     cur, colours = cal['cur'], cal['colours']

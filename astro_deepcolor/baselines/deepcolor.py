@@ -139,16 +139,8 @@ class DeepColorFlipsDetector(DeepColorDetector):
     """
     The CNN with ``flips=True``: its foreground probability averaged over
     the image and its three flips (four network passes per image); see
-    `~astro_deepcolor.DeepColorSegmentation`.
-
-    Parameters
-    ----------
-    fwhm : float, optional
-        Unused (kept for the common interface).
-    n_pixels : int, optional
-        Minimum segment area.
-    model : str or None, optional
-        Model file (None: the shipped default).
+    `~astro_deepcolor.DeepColorSegmentation`. Parameters as for
+    `DeepColorDetector`.
     """
 
     name = 'cnn_flips'
