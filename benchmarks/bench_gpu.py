@@ -65,14 +65,11 @@ def network(model, device, precisions, tiles, mpix_per_call):
     for precision in precisions:
         backend = TorchBackend(model, device, precision=precision)
         for tile in tiles:
-            n = max(1, int(round(mpix_per_call * 1e6 / tile**2)))
+            n = max(1, round(mpix_per_call * 1e6 / tile**2))
             batch = rng.standard_normal((n, 1, tile, tile)).astype(np.float32)
             mpix = n * tile**2 / 1e6
 
-            def host():
-                backend.run(batch)
-
-            t_host = _time(host)
+            t_host = _time(lambda b=backend, a=batch: b.run(a))
             # compute alone: data on the device, channels_last, cudnn autotune
             net = backend._module
             torch.backends.cudnn.benchmark = True
@@ -80,9 +77,9 @@ def network(model, device, precisions, tiles, mpix_per_call):
             x = torch.from_numpy(batch).to(device, getattr(torch, precision))
             x = x.contiguous(memory_format=torch.channels_last)
 
-            def on_device():
+            def on_device(net=net_cl, x=x):
                 with torch.inference_mode():
-                    torch.softmax(net_cl(x).float(), dim=1)
+                    torch.softmax(net(x).float(), dim=1)
                 _sync(torch, device)
 
             t_dev = _time(on_device)
@@ -95,8 +92,6 @@ def network(model, device, precisions, tiles, mpix_per_call):
             print(f'network {precision:9s} tile {tile:5d} x{n:3d}: '
                   f'{mpix / t_host:8.1f} MPix/s host to host, '
                   f'{mpix / t_dev:8.1f} on device', flush=True)
-            del batch, x
-        del backend
         if device == 'cuda':
             torch.cuda.empty_cache()
     return rows
