@@ -177,6 +177,58 @@ def _write_throughput():
     out.write_text('\n'.join(lines) + '\n')
 
 
+def _write_gpu_throughput():
+    """GPU throughput tables for detection.rst, from results/bench/gpu.json."""
+    import json
+
+    path = root / 'results' / 'bench' / 'gpu.json'
+    out = Path(__file__).parent / '_generated' / 'gpu.inc'
+    if not path.is_file():
+        out.write_text('(``results/bench/gpu.json`` not found: run '
+                       '``benchmarks/bench_gpu.py`` on a CUDA machine.)\n')
+        return
+    r = json.loads(path.read_text())
+    dev, img = r['device'], r['image']
+    ny, nx = img['shape']
+    lines = [f"Measured on one {dev['gpu']} with {dev['cores']} CPU cores "
+             f"(Python {dev['python']}, torch {dev['torch']}).", '',
+             '**The network** (``TorchBackend``, a batch of about 8 MPix of '
+             'tiles per call): *host to host* is what the finder sees (copy '
+             'to the GPU, network, softmax, copy of the six probability '
+             'planes back); *on device* is the network and softmax alone on '
+             'data already there, with ``channels_last`` and cuDNN autotuning.',
+             '', '.. list-table::', '   :header-rows: 1', '',
+             '   * - precision', '     - tile', '     - tiles per call',
+             '     - host to host (MPix/s)', '     - on device (MPix/s)']
+    for n in r['network']:
+        lines += [f"   * - {n['precision']}", f"     - {n['tile']}",
+                  f"     - {n['batch']}",
+                  f"     - {n['host_to_host_mpix_per_s']:.0f}",
+                  f"     - {n['on_device_channels_last_mpix_per_s']:.0f}"]
+    stages = ('background', 'normalize', 'network', 'classify', 'label')
+    lines += ['', f"**End to end** (``DeepColorSegmentation``, array to "
+              f"``SegmentationImage``) on a simulated {ny} x {nx} "
+              f"{img['simulated']} image, best of two runs, tiles of 2048 "
+              'pixels in batches of 4 (onnxruntime: 1024, one at a time), '
+              'seconds per stage:', '',
+              '.. list-table::', '   :header-rows: 1', '',
+              '   * - backend', '     - flips', '     - MPix/s',
+              '     - seconds'] + [f'     - {s}' for s in stages] + [
+              '     - sources']
+    for e in r['end_to_end']:
+        lines += [f"   * - {e['backend']}", f"     - {e['flips']}",
+                  f"     - **{e['end_to_end_mpix_per_s']:.2f}**",
+                  f"     - {e['end_to_end_s']:.2f}"]
+        lines += [f"     - {e['stages_s'][s]:.2f}" for s in stages]
+        lines += [f"     - {e['n_sources']}"]
+    lines += ['', 'Sources of float32 on the GPU matched (footprint IoU >= '
+              '0.5) by the other runs: ' + ', '.join(
+                  f"{name} {100 * a['fraction_matched_iou_0.5']:.2f} % "
+                  f"({a['n_other']} vs {a['n_reference']} sources)"
+                  for name, a in r['agreement_with_float32'].items()) + '.']
+    out.write_text('\n'.join(lines) + '\n')
+
+
 def _write_real_images():
     """Counts on the real images for detection.rst, from results/real."""
     path = root / 'results' / 'real' / 'real_images.ecsv'
@@ -232,5 +284,6 @@ def _write_real_images():
 
 _write_training_domain()
 _write_throughput()
+_write_gpu_throughput()
 _write_real_images()
 exclude_patterns += ['_generated']
