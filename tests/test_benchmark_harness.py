@@ -192,6 +192,41 @@ def test_summary_counts_and_merge():
         merge_results(a, c)
 
 
+def test_merge_drops_cnn_rows_of_another_model():
+    """A CNN-only rerun with a new model must not leave the old model's
+    other CNN rows in the merged result under the new model's name."""
+    import dataclasses
+
+    base = run_sweeps(regimes=['clean'], detectors=['sep'], quick=True,
+                      n_images=1, shape=(64, 64), progress=False)
+    rec = base.records[('clean', 'sep')]
+
+    def result(names, model):
+        return dataclasses.replace(
+            base, records={('clean', n): rec for n in names},
+            meta={**base.meta, 'model': model, 'detectors': list(names)},
+            skipped={})
+
+    old = result(['cnn', 'cnn_flips', 'cnn_sourcextractor', 'sep'], None)
+    new = result(['cnn'], 'other.onnx')
+    merged = merge_results(old, new)
+    assert set(merged.records) == {('clean', 'cnn'), ('clean', 'sep')}
+    assert merged.meta['model'] == 'other.onnx'
+    assert merged.meta['detectors'] == ['cnn', 'sep']
+    for name in ('cnn_flips', 'cnn_sourcextractor'):
+        assert 'another model (the shipped model)' in merged.skipped[name]
+    # the same model: the other CNN rows stay
+    same = merge_results(result(['cnn', 'cnn_flips', 'sep'], 'm.onnx'),
+                         result(['cnn'], 'm.onnx'))
+    assert set(same.records) == {('clean', 'cnn'), ('clean', 'cnn_flips'),
+                                 ('clean', 'sep')}
+    # a classical-only rerun keeps the CNN rows and their model
+    classical = merge_results(result(['cnn', 'sep'], 'm.onnx'),
+                              result(['sep'], None))
+    assert set(classical.records) == {('clean', 'cnn'), ('clean', 'sep')}
+    assert classical.meta['model'] == 'm.onnx'
+
+
 @pytest.mark.skipif(not DATA.is_dir(), reason='needs ../shared/data/real')
 @pytest.mark.shared_data
 def test_real_data_checks():

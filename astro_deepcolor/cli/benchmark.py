@@ -179,7 +179,12 @@ def run(args):
     status : int
         0 on success.
     """
-    from astro_deepcolor.evaluation.harness import merge_results, run_sweeps, summarize
+    from astro_deepcolor.evaluation.harness import (
+        available_detectors,
+        merge_results,
+        run_sweeps,
+        summarize,
+    )
     from astro_deepcolor.evaluation.realdata import (
         operating_thresholds,
         real_data_checks,
@@ -225,7 +230,13 @@ def run(args):
     curves, summary, binned, fps = summarize(result, n_bootstrap=args.bootstrap)
     real = None
     if data_root is not None and len(real_skipped) < len(REAL_CHECKS):
-        real = real_data_checks(result.meta['detectors'], data_root,
+        # a merged result can name detectors this run could not make (a
+        # CNN form whose model file is absent): check the ones that can run
+        real_names, not_here = available_detectors(
+            result.meta['detectors'], model=result.meta.get('model'))
+        for name, reason in not_here.items():
+            print(f'real-image checks skip {name}: {reason}', file=sys.stderr)
+        real = real_data_checks(real_names, data_root,
                                 model=result.meta.get('model'),
                                 thresholds=operating_thresholds(summary))
     meta['real_image_checks'] = {name: real_skipped.get(name, f'ran on {data_root}')

@@ -83,6 +83,7 @@ REFINE_POINTS = 3
 SNR_BINS = (1.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0, 1e3, 1e5)
 MAG_BINS = tuple(np.arange(14.0, 28.01, 1.0))
 #: Detector names in plotting order.
+CNN_DETECTORS = ('cnn', 'cnn_flips', 'cnn_sourcextractor')
 DETECTOR_ORDER = ('cnn', 'cnn_flips', 'cnn_sourcextractor', 'sep', 'sep_matched', 'photutils',
                   'sextractor', 'noisechisel')
 
@@ -332,7 +333,7 @@ def thresholds_for(name, quick=False):
     thresholds : list
         Floats, or ``(qthresh, snquant)`` pairs for NoiseChisel.
     """
-    if name in ('cnn', 'cnn_flips', 'cnn_sourcextractor'):
+    if name in CNN_DETECTORS:
         return list(QUICK_PROB_SWEEP if quick else PROB_SWEEP)
     if name == 'noisechisel':
         from astro_deepcolor.baselines import NoiseChiselDetector
@@ -1116,26 +1117,47 @@ def merge_results(first, second):
     Returns
     -------
     merged : `BenchmarkResult`
+
+    Notes
+    -----
+    The CNN detectors (``'cnn'``, ``'cnn_flips'``, ``'cnn_sourcextractor'``)
+    run one model. When ``second`` ran any of them with another model than
+    ``first``, the CNN detectors of ``first`` that ``second`` did not run
+    are dropped (and listed in ``skipped``): their figures belong to the
+    other model, and the merged result names only ``second``'s.
     """
     for key in ('n_images', 'shape', 'quick'):
         if first.meta.get(key) != second.meta.get(key):
             msg = (f'cannot merge benchmark results with different {key}: '
                    f'{first.meta.get(key)!r} and {second.meta.get(key)!r}')
             raise ValueError(msg)
-    records = {**first.records, **second.records}
+    second_cnn = {d for _, d in second.records if d in CNN_DETECTORS}
+    stale = set()
+    if second_cnn and first.meta.get('model') != second.meta.get('model'):
+        stale = {d for _, d in first.records
+                 if d in CNN_DETECTORS and d not in second_cnn}
+    first_records = {k: v for k, v in first.records.items() if k[1] not in stale}
+    records = {**first_records, **second.records}
     skipped = {k: v for k, v in {**first.skipped, **second.skipped}.items()
                if not any(k == d for _, d in records)}
+    old_model = first.meta.get('model') or 'the shipped model'
+    for name in sorted(stale):
+        skipped[name] = (f'merged from a run with another model ({old_model}); '
+                         f'run it again with this model (--detectors {name})')
     examples = {}
     for regime in set(first.examples) | set(second.examples):
         ex = dict(first.examples.get(regime) or second.examples[regime])
-        ex['detections'] = {**first.examples.get(regime, {}).get('detections', {}),
-                            **second.examples.get(regime, {}).get('detections', {})}
+        ex['detections'] = {
+            **{d: v for d, v in first.examples.get(regime, {})
+               .get('detections', {}).items() if d not in stale},
+            **second.examples.get(regime, {}).get('detections', {})}
         examples[regime] = ex
     meta = dict(first.meta)
     meta['detectors'] = _order_names({d for _, d in records})
     meta['regimes'] = list(dict.fromkeys([*first.meta['regimes'],
                                           *second.meta['regimes']]))
-    meta['model'] = second.meta.get('model') or first.meta.get('model')
+    meta['model'] = (second.meta.get('model') if second_cnn
+                     else first.meta.get('model'))
     pairs = {**getattr(first, 'pairs', {}), **getattr(second, 'pairs', {})}
     return BenchmarkResult(records=records, truth={**first.truth, **second.truth},
                            classes=first.classes, skipped=skipped,
