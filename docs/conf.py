@@ -127,17 +127,26 @@ def _write_training_domain():
     (out / 'training_domain.inc').write_text('\n'.join(rows) + '\n')
 
 
-def _write_throughput():
-    """CPU throughput table for detection.rst, from results/bench."""
+def _bench_result(name, inc, how):
+    """``results/bench/<name>`` as a dict, or None after writing a note that
+    says how to make it into ``_generated/<inc>``."""
     import json
 
-    path = root / 'results' / 'bench' / 'detection_4k.json'
+    path = root / 'results' / 'bench' / name
+    if path.is_file():
+        return json.loads(path.read_text())
+    (Path(__file__).parent / '_generated' / inc).write_text(
+        f'(``results/bench/{name}`` not found: run {how}.)\n')
+    return None
+
+
+def _write_throughput():
+    """CPU throughput table for detection.rst, from results/bench."""
     out = Path(__file__).parent / '_generated' / 'detection_4k.inc'
-    if not path.is_file():
-        out.write_text('(``results/bench/detection_4k.json`` not found: run '
-                       '``benchmarks/bench_detection.py``.)\n')
+    r = _bench_result('detection_4k.json', out.name,
+                      '``benchmarks/bench_detection.py``')
+    if r is None:
         return
-    r = json.loads(path.read_text())
     d, rate, sep = r['deepcolor'], r['deepcolor_mpix_per_s'], r['sep']
     img, dev, model = r['image'], r['device'], r['model']
     ny, nx = img['shape']
@@ -179,15 +188,11 @@ def _write_throughput():
 
 def _write_gpu_throughput():
     """GPU throughput tables for detection.rst, from results/bench/gpu.json."""
-    import json
-
-    path = root / 'results' / 'bench' / 'gpu.json'
     out = Path(__file__).parent / '_generated' / 'gpu.inc'
-    if not path.is_file():
-        out.write_text('(``results/bench/gpu.json`` not found: run '
-                       '``benchmarks/bench_gpu.py`` on a CUDA machine.)\n')
+    r = _bench_result('gpu.json', out.name,
+                      '``benchmarks/bench_gpu.py`` on a CUDA machine')
+    if r is None:
         return
-    r = json.loads(path.read_text())
     dev, img = r['device'], r['image']
     ny, nx = img['shape']
     lines = [f"Measured on one {dev['gpu']} with {dev['cores']} CPU cores "
